@@ -1,0 +1,1 @@
+"""Database layer: declarative base, models, engine/session factories and migrations."""
