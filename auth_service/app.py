@@ -1,0 +1,186 @@
+"""The application factory: builds every collaborator once and wires them together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import falcon
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from auth_service import problems
+from auth_service.authentication import BearerAuthentication
+from auth_service.db.session import make_engine, make_sessionmaker
+from auth_service.docs import ASSETS_ROUTE, DocsAssets
+from auth_service.middleware import RequestContext
+from auth_service.operations.auth import AuthOperations
+from auth_service.operations.keys import KeyOperations
+from auth_service.operations.ops import OpsOperations
+from auth_service.operations.users import UserOperations
+from auth_service.routing import add_spec_routes
+from auth_service.security.passwords import PasswordHasher
+from auth_service.security.tokens import KeyRing
+from auth_service.services.accounts import AccountService
+from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
+from auth_service.services.password_reset import PasswordResetService
+from auth_service.services.revocation import RevocationList
+from auth_service.services.sessions import SessionService, TokenPolicy, revoke_user_sessions
+from auth_service.services.throttle import LoginThrottler
+from auth_service.settings import Settings
+from auth_service.spec import Contract
+from auth_service.validation import SpecValidation
+
+
+@dataclass(frozen=True)
+class Services:
+    """The domain services of one process, for the app and for the CLI."""
+
+    engine: Engine
+    key_ring: KeyRing
+    accounts: AccountService
+    sessions: SessionService
+    password_resets: PasswordResetService
+    revocations: RevocationList
+
+
+def build_services(settings: Settings, *, mailer: Mailer | None = None) -> Services:
+    """Open the pool, load the keys and build the services (once per process)."""
+    engine = make_engine(settings.database_url)
+    db = make_sessionmaker(engine)
+    hasher = PasswordHasher(settings.bcrypt_rounds)
+    key_ring = KeyRing.load(
+        settings.jwt_algorithm,
+        settings.jwt_private_key_file,
+        settings.jwt_secret,
+        list(settings.jwt_previous_public_key_files),
+        settings.var_dir / "keys",
+    )
+    revocations = RevocationList(settings.redis_url, settings.access_token_ttl_seconds)
+    policy = TokenPolicy(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+        refresh_ttl=timedelta(days=settings.refresh_token_expire_days),
+        reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
+    )
+    throttler = LoginThrottler(
+        db,
+        max_failures=settings.login_max_failures,
+        lockout_seconds=settings.login_lockout_seconds,
+    )
+
+    def end_sessions(session: Any, user_id: Any, keep: Any) -> list[str]:
+        return revoke_user_sessions(session, user_id, keep=keep)
+
+    return Services(
+        engine=engine,
+        key_ring=key_ring,
+        accounts=AccountService(
+            db,
+            hasher,
+            end_sessions,
+            revocations.publish,
+            allow_registration=settings.allow_registration,
+        ),
+        sessions=SessionService(db, hasher, key_ring, policy, revocations, throttler),
+        password_resets=PasswordResetService(
+            db,
+            hasher,
+            mailer or make_mailer(settings),
+            end_sessions,
+            revocations.publish,
+            reset_url=settings.password_reset_url,
+            token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
+        ),
+        revocations=revocations,
+    )
+
+
+def make_mailer(settings: Settings) -> Mailer:
+    """SMTP when SMTP_HOST is set; the console mailer in development."""
+    if not settings.smtp_host:
+        return ConsoleMailer()
+    return SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+    )
+
+
+def create_app(settings: Settings, *, mailer: Mailer | None = None) -> falcon.App:
+    """Build the auth service's WSGI app; refuses to start if spec and responders drift."""
+    contract = Contract.from_file(settings.spec_path)
+    services = build_services(settings, mailer=mailer)
+    app = falcon.App(
+        middleware=[
+            RequestContext(),
+            BearerAuthentication(
+                contract,
+                services.key_ring,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                load_principal=services.sessions.principal,
+            ),
+            SpecValidation(contract, settings.response_validation),
+        ],
+    )
+    # NOTE: the body is read and parsed by SpecValidation, never by Falcon's media handlers.
+    app.req_options.strip_url_path_trailing_slash = False
+    problems.install(app)
+    app.add_error_handler(SQLAlchemyError, _database_unavailable)
+    add_spec_routes(
+        app,
+        contract,
+        [
+            AuthOperations(
+                services.accounts,
+                services.sessions,
+                services.password_resets,
+                settings.trusted_proxies,
+            ),
+            UserOperations(services.accounts),
+            KeyOperations(services.key_ring),
+            OpsOperations(
+                contract,
+                {
+                    "database": lambda: _database_ready(services.engine),
+                    "redis": services.revocations.ping,
+                },
+            ),
+        ],
+    )
+    app.add_route(ASSETS_ROUTE, DocsAssets())
+    return app
+
+
+def _database_ready(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+def _database_unavailable(
+    req: falcon.Request, resp: falcon.Response, ex: SQLAlchemyError, params: dict[str, Any]
+) -> None:
+    """A lost database is a fast 503 the client may retry; other SQL errors are bugs."""
+    lost = isinstance(ex, OperationalError | PoolTimeout) or (
+        isinstance(ex, DBAPIError) and ex.connection_invalidated
+    )
+    if lost:
+        raise problems.HTTPProblem(
+            503,
+            code="database-unavailable",
+            title="Service Unavailable",
+            detail="The database is unavailable; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+    problems.handle_unexpected_error(req, resp, ex, params)

@@ -1,0 +1,71 @@
+"""Bearer authentication for the operations the spec does not mark public."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+
+from auth_service.db.models import User
+from auth_service.problems import unauthorized
+from auth_service.security.tokens import InvalidTokenError, KeyRing
+from auth_service.spec import Contract, operation_index
+
+PrincipalLoader = Callable[[str, str], User | None]
+
+
+class BearerAuthentication:
+    """Verifies the access token and loads its live session's user as the principal."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        key_ring: KeyRing,
+        *,
+        issuer: str,
+        audience: str,
+        load_principal: PrincipalLoader,
+    ) -> None:
+        self._operations = operation_index(contract)
+        self._key_ring = key_ring
+        self._issuer = issuer
+        self._audience = audience
+        self._load_principal = load_principal
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+    ) -> None:
+        """Reject a protected request without a valid token of a live session."""
+        op = self._operations.get((req.uri_template, req.method))
+        if op is None or op.public:
+            return
+        token = bearer_token(req.get_header("Authorization"))
+        if token is None:
+            raise unauthorized("missing-token", "A bearer token is required.", invalid_token=False)
+        try:
+            claims = self._key_ring.decode_access_token(
+                token, issuer=self._issuer, audience=self._audience
+            )
+        except InvalidTokenError:
+            raise unauthorized(
+                "invalid-token", "The access token is invalid or expired.", invalid_token=True
+            ) from None
+        # SECURITY: the session is checked on every request, so logout and revocation
+        # take effect at once rather than when the token expires.
+        principal = self._load_principal(claims["sub"], claims["sid"])
+        if principal is None:
+            raise unauthorized("session-revoked", "The session has ended.", invalid_token=True)
+        req.context.principal = principal
+        req.context.session_id = claims["sid"]
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token

@@ -1,0 +1,190 @@
+"""Accounts: registration, the users admin API, profile updates and password changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from auth_service import errors
+from auth_service.db.models import User
+from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
+
+ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique case-insensitively: compare and store them trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """The fields of a user to create."""
+
+    email: str
+    password: str
+    full_name: str | None = None
+    is_active: bool = True
+    is_superuser: bool = False
+
+
+class AccountService:
+    """Users and their credentials, with the self/admin rules of the API."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[DbSession],
+        hasher: PasswordHasher,
+        end_sessions: Callable[[DbSession, uuid.UUID, uuid.UUID | None], list[str]],
+        publish_revoked: Callable[[list[str]], None],
+        *,
+        allow_registration: bool,
+    ) -> None:
+        self._sessions = sessions
+        self._hasher = hasher
+        self._end_sessions = end_sessions
+        self._publish_revoked = publish_revoked
+        self._allow_registration = allow_registration
+
+    def register(self, email: str, password: str, full_name: str | None) -> User:
+        """Public self-registration (unless disabled)."""
+        if not self._allow_registration:
+            raise errors.RegistrationDisabled("Self-registration is disabled.")
+        return self._create(NewUser(email=email, password=password, full_name=full_name))
+
+    def create_user(self, actor: User, new: NewUser) -> User:
+        """Admin creation of a user with any flags."""
+        _require_admin(actor)
+        return self._create(new)
+
+    def list_users(self, actor: User, offset: int, limit: int) -> tuple[list[User], int]:
+        """One page of users in creation order, and the total count."""
+        _require_admin(actor)
+        with self._sessions() as db:
+            total = db.scalar(select(func.count()).select_from(User)) or 0
+            users = list(
+                db.scalars(
+                    select(User).order_by(User.created_at, User.id).offset(offset).limit(limit)
+                )
+            )
+        return users, total
+
+    def get_user(self, actor: User, user_id: uuid.UUID) -> User:
+        """A user as seen by themselves or an admin."""
+        _require_self_or_admin(actor, user_id)
+        with self._sessions() as db:
+            user = db.get(User, user_id)
+        if user is None:
+            raise errors.UserNotFound("No user with this id.")
+        return user
+
+    def update_user(self, actor: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
+        """Apply a partial update; flags are admin-only; deactivation ends all sessions."""
+        _require_self_or_admin(actor, user_id)
+        if ADMIN_ONLY_FIELDS & changes.keys() and not actor.is_superuser:
+            raise errors.Forbidden("Only an admin may change is_active or is_superuser.")
+        revoked: list[str] = []
+        try:
+            with self._sessions.begin() as db:
+                user = _load_for_update(db, user_id)
+                if _loses_superuser(user, changes):
+                    _keep_one_superuser(db)
+                for name, value in changes.items():
+                    setattr(user, name, normalize_email(value) if name == "email" else value)
+                db.flush()
+                if not user.is_active:
+                    revoked = self._end_sessions(db, user.id, None)
+        except IntegrityError:
+            raise errors.EmailTaken("An account with this email already exists.") from None
+        self._publish_revoked(revoked)
+        return user
+
+    def delete_user(self, actor: User, user_id: uuid.UUID) -> None:
+        """Delete a user (admin only), never the last active superuser."""
+        _require_admin(actor)
+        with self._sessions.begin() as db:
+            user = _load_for_update(db, user_id)
+            if user.is_superuser and user.is_active:
+                _keep_one_superuser(db)
+            revoked = self._end_sessions(db, user.id, None)
+            db.delete(user)
+        self._publish_revoked(revoked)
+
+    def change_password(self, actor: User, session_id: uuid.UUID, current: str, new: str) -> None:
+        """Change one's own password; every other session of the user ends."""
+        if not self._hasher.verify(current, actor.hashed_password):
+            raise errors.WrongPassword("The current password is wrong.", field="current_password")
+        hashed = hash_password(self._hasher, new, field="new_password")
+        with self._sessions.begin() as db:
+            user = _load_for_update(db, actor.id)
+            user.hashed_password = hashed
+            revoked = self._end_sessions(db, user.id, session_id)
+        self._publish_revoked(revoked)
+
+    def _create(self, new: NewUser) -> User:
+        user = User(
+            id=uuid.uuid4(),
+            email=normalize_email(new.email),
+            hashed_password=hash_password(self._hasher, new.password, field="password"),
+            full_name=new.full_name,
+            is_active=new.is_active,
+            is_superuser=new.is_superuser,
+        )
+        try:
+            with self._sessions.begin() as db:
+                db.add(user)
+        except IntegrityError:
+            # NOTE: the unique index on the normalised email decides concurrent sign-ups.
+            raise errors.EmailTaken("An account with this email already exists.") from None
+        return user
+
+
+def hash_password(hasher: PasswordHasher, password: str, *, field: str) -> str:
+    """Hash a new password; over bcrypt's 72 bytes is a 422 naming the field."""
+    try:
+        return hasher.hash(password)
+    except PasswordTooLongError:
+        raise errors.PasswordTooLong(
+            "Passwords can be at most 72 bytes of UTF-8.", field=field
+        ) from None
+
+
+def _require_admin(actor: User) -> None:
+    if not actor.is_superuser:
+        raise errors.Forbidden("Only an admin may do this.")
+
+
+def _require_self_or_admin(actor: User, user_id: uuid.UUID) -> None:
+    if actor.id != user_id and not actor.is_superuser:
+        raise errors.Forbidden("You may only see and change your own account.")
+
+
+def _load_for_update(db: DbSession, user_id: uuid.UUID) -> User:
+    user = db.scalars(select(User).where(User.id == user_id).with_for_update()).one_or_none()
+    if user is None:
+        raise errors.UserNotFound("No user with this id.")
+    return user
+
+
+def _loses_superuser(user: User, changes: dict[str, Any]) -> bool:
+    if not (user.is_superuser and user.is_active):
+        return False
+    return changes.get("is_superuser") is False or changes.get("is_active") is False
+
+
+def _keep_one_superuser(db: DbSession) -> None:
+    # NOTE: locking every active superuser row serialises two admins demoting each other.
+    admins = db.scalars(
+        select(User.id)
+        .where(User.is_superuser.is_(True), User.is_active.is_(True))
+        .with_for_update()
+    ).all()
+    if len(admins) <= 1:
+        raise errors.LastSuperuser("The last active superuser cannot be removed or demoted.")

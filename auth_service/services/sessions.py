@@ -1,0 +1,222 @@
+"""Login sessions: sign-in, refresh-token rotation with reuse detection, logout, revocation."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from auth_service import errors
+from auth_service.db.models import RefreshToken, Session, User, utcnow
+from auth_service.security.opaque import new_token, token_hash
+from auth_service.security.passwords import PasswordHasher
+from auth_service.security.tokens import KeyRing
+from auth_service.services.accounts import normalize_email
+from auth_service.services.revocation import RevocationList
+from auth_service.services.throttle import LoginThrottler
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What a successful login or refresh returns."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """Lifetimes and claims of the tokens this service issues."""
+
+    issuer: str
+    audience: str
+    access_ttl_seconds: int
+    refresh_ttl: timedelta
+    reuse_grace: timedelta
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who is asking, recorded on the session and its refresh tokens."""
+
+    user_agent: str | None
+    ip_address: str | None
+
+
+def revoke_user_sessions(
+    db: DbSession, user_id: uuid.UUID, *, keep: uuid.UUID | None = None
+) -> list[str]:
+    """Revoke every live session of a user (but `keep`) in the caller's transaction."""
+    query = select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    ids = list(db.scalars(query))
+    if ids:
+        db.execute(update(Session).where(Session.id.in_(ids)).values(revoked_at=utcnow()))
+    return [str(sid) for sid in ids]
+
+
+class SessionService:
+    """Issues token pairs and keeps each session's refresh-token family honest."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[DbSession],
+        hasher: PasswordHasher,
+        key_ring: KeyRing,
+        policy: TokenPolicy,
+        revocations: RevocationList,
+        throttler: LoginThrottler,
+    ) -> None:
+        self._sessions = sessions
+        self._hasher = hasher
+        self._key_ring = key_ring
+        self._policy = policy
+        self._revocations = revocations
+        self._throttler = throttler
+
+    def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
+        """Check the credentials and open a session; every failure looks the same."""
+        email = normalize_email(email)
+        self._throttler.check(email)
+        with self._sessions() as db:
+            user = db.scalars(select(User).where(User.email == email)).one_or_none()
+        if user is None:
+            # SECURITY: same bcrypt work as a wrong password, so timing reveals nothing.
+            self._hasher.dummy_verify(password)
+            self._fail(email)
+        elif not self._hasher.verify(password, user.hashed_password):
+            self._fail(email)
+        assert user is not None
+        if not user.is_active:
+            raise errors.InactiveUser()
+        self._throttler.reset(email)
+        with self._sessions.begin() as db:
+            session = Session(
+                id=uuid.uuid4(),
+                user_id=user.id,
+                user_agent=client.user_agent,
+                ip_address=client.ip_address,
+            )
+            db.add(session)
+            db.flush()
+            refresh_token = self._add_refresh_token(db, session, client)
+        return self._pair(user, session.id, refresh_token)
+
+    def refresh(self, presented: str, client: ClientInfo) -> TokenPair:
+        """Rotate a refresh token: exactly one use wins; a later reuse ends the session."""
+        now = utcnow()
+        with self._sessions.begin() as db:
+            found = db.execute(
+                select(RefreshToken, Session, User)
+                .join(Session, RefreshToken.session_id == Session.id)
+                .join(User, RefreshToken.user_id == User.id)
+                .where(RefreshToken.token_hash == token_hash(presented))
+            ).one_or_none()
+            if found is None:
+                raise errors.InvalidRefreshToken()
+            token, session, user = found
+            if session.revoked_at is not None or token.expires_at <= now or not user.is_active:
+                raise errors.InvalidRefreshToken()
+            # NOTE: a conditional UPDATE is the arbiter between concurrent refreshes on
+            # both backends: only one statement can move used_at from NULL.
+            claimed = db.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
+            ).rowcount
+            if claimed == 1:
+                new_refresh = self._add_refresh_token(db, session, client)
+                db.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.id == token.id)
+                    .values(replaced_by_id=new_refresh[0])
+                )
+                return self._pair(user, session.id, new_refresh)
+            used_at = db.scalar(select(RefreshToken.used_at).where(RefreshToken.id == token.id))
+            in_grace = used_at is not None and now - used_at < self._policy.reuse_grace
+            if not in_grace:
+                revoked = revoke_session(db, session.id)
+        if in_grace:
+            raise errors.RefreshRace(
+                "This refresh token was rotated moments ago; retry with the newer token."
+            )
+        # SECURITY: reuse of a rotated token means it leaked; the whole session ends.
+        self._revocations.publish(revoked)
+        raise errors.InvalidRefreshToken()
+
+    def logout(self, presented: str) -> None:
+        """End the session the refresh token belongs to; unknown tokens are ignored."""
+        with self._sessions.begin() as db:
+            session_id = db.scalar(
+                select(RefreshToken.session_id).where(
+                    RefreshToken.token_hash == token_hash(presented)
+                )
+            )
+            revoked = revoke_session(db, session_id) if session_id else []
+        self._revocations.publish(revoked)
+
+    def principal(self, user_id: str, session_id: str) -> User | None:
+        """The active user of a live session, or None when either has ended."""
+        try:
+            uid, sid = uuid.UUID(user_id), uuid.UUID(session_id)
+        except ValueError:
+            return None
+        with self._sessions() as db:
+            return db.scalars(
+                select(User)
+                .join(Session, Session.user_id == User.id)
+                .where(
+                    Session.id == sid,
+                    User.id == uid,
+                    Session.revoked_at.is_(None),
+                    User.is_active.is_(True),
+                )
+            ).one_or_none()
+
+    def _fail(self, email: str) -> None:
+        self._throttler.record_failure(email)
+        raise errors.InvalidCredentials("Invalid email or password.")
+
+    def _add_refresh_token(
+        self, db: DbSession, session: Session, client: ClientInfo
+    ) -> tuple[uuid.UUID, str]:
+        token = new_token()
+        row = RefreshToken(
+            id=uuid.uuid4(),
+            token_hash=token_hash(token),
+            session_id=session.id,
+            user_id=session.user_id,
+            expires_at=utcnow() + self._policy.refresh_ttl,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+        )
+        db.add(row)
+        db.flush()
+        return row.id, token
+
+    def _pair(self, user: User, session_id: uuid.UUID, refresh: tuple[uuid.UUID, str]) -> TokenPair:
+        access = self._key_ring.issue_access_token(
+            subject=str(user.id),
+            session_id=str(session_id),
+            role=user.role,
+            ttl_seconds=self._policy.access_ttl_seconds,
+            issuer=self._policy.issuer,
+            audience=self._policy.audience,
+        )
+        return TokenPair(access, refresh[1], self._policy.access_ttl_seconds)
+
+
+def revoke_session(db: DbSession, session_id: uuid.UUID) -> list[str]:
+    """Revoke one session if it is still live; the ids actually revoked."""
+    done = db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    ).rowcount
+    return [str(session_id)] if done else []
