@@ -44,11 +44,10 @@ def postgres_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.postgres), "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Return an empty database URL on each backend."""
     if request.param == "postgresql":
-        request.applymarker(pytest.mark.postgres)
         return request.getfixturevalue("postgres_url")
     # A nested directory also checks that make_engine creates the file's parent.
     return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'auth.db'}"
