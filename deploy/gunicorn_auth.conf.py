@@ -60,7 +60,10 @@ workers = _env_int("WEB_CONCURRENCY", 2)
 worker_class = "gthread"
 threads = _env_int("AUTH_THREADS", 4)
 
-# A SQLAlchemy pool_timeout far below this keeps a database outage a fast 503 (DESIGN §10).
+# With gthread, `timeout` only catches a worker whose main loop is stuck: a request running
+# long in a thread does not trip it. Request deadlines are therefore the app's job (short
+# SQLAlchemy connect/pool timeouts turn a database outage into a fast 503, DESIGN §10).
+# graceful_timeout bounds how long a restart waits for in-flight requests.
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -61,8 +61,10 @@ workers = _env_int("WEB_CONCURRENCY", 2)
 worker_class = "gthread"
 threads = _env_int("GATEWAY_THREADS", 8)
 
-# GATEWAY_READ_TIMEOUT (upstream) must stay well below this, so a slow upstream is the
-# gateway's 504, not a worker killed mid-request.
+# With gthread, `timeout` only catches a worker whose main loop is stuck: a request running
+# long in a thread does not trip it. Request deadlines are therefore the app's job
+# (GATEWAY_CONNECT_TIMEOUT/GATEWAY_READ_TIMEOUT -> 504). graceful_timeout bounds how long a
+# restart waits for in-flight requests, so keep GATEWAY_READ_TIMEOUT near or below it.
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
