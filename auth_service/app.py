@@ -113,9 +113,14 @@ def make_mailer(settings: Settings) -> Mailer:
     )
 
 
-def create_app(settings: Settings, *, mailer: Mailer | None = None) -> falcon.App:
-    """Build the auth service's WSGI app; refuses to start if spec and responders drift."""
-    contract = Contract.from_file(settings.spec_path)
+def create_app(
+    settings: Settings, *, mailer: Mailer | None = None, contract: Contract | None = None
+) -> falcon.App:
+    """Build the auth service's WSGI app; refuses to start if spec and responders drift.
+
+    Tests pass an already loaded `contract`: validating the spec takes about a second.
+    """
+    contract = contract or Contract.from_file(settings.spec_path)
     services = build_services(settings, mailer=mailer)
     app = falcon.App(
         middleware=[

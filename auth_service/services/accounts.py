@@ -64,6 +64,14 @@ class AccountService:
         _require_admin(actor)
         return self._create(new)
 
+    def ensure_admin(self, email: str, password: str) -> bool:
+        """Create a superuser unless the email is taken; whether one was created."""
+        try:
+            self._create(NewUser(email=email, password=password, is_superuser=True))
+        except errors.EmailTaken:
+            return False
+        return True
+
     def list_users(self, actor: User, offset: int, limit: int) -> tuple[list[User], int]:
         """One page of users in creation order, and the total count."""
         _require_admin(actor)

@@ -1,0 +1,94 @@
+"""Operator commands: `migrate` and `create-admin` (python -m auth_service.cli --help)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from sqlalchemy.engine import make_url
+
+from auth_service import errors
+from auth_service.db.migrations import upgrade
+from auth_service.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status says whether it worked."""
+    parser = argparse.ArgumentParser(prog="python -m auth_service.cli", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply every pending migration (alembic upgrade head)")
+    commands.add_parser(
+        "create-admin",
+        help="create the first superuser from FIRST_SUPERUSER_EMAIL and "
+        "FIRST_SUPERUSER_PASSWORD (prompted for when unset); does nothing if it exists",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        return migrate(settings)
+    return create_admin(settings)
+
+
+def migrate(settings: Settings) -> int:
+    """Bring the database schema to the newest revision."""
+    print(f"Migrating {_safe_url(settings.database_url)} to the latest schema ...", flush=True)
+    upgrade(settings.database_url)
+    print("Done: the database schema is up to date.")
+    return 0
+
+
+def create_admin(settings: Settings) -> int:
+    """Create the first superuser; the password never comes from the command line."""
+    from auth_service.app import build_services
+
+    email = os.environ.get("FIRST_SUPERUSER_EMAIL", "").strip()
+    if not email:
+        print("error: set FIRST_SUPERUSER_EMAIL to the admin's email", file=sys.stderr)
+        return 2
+    password = os.environ.get("FIRST_SUPERUSER_PASSWORD") or _prompt_password()
+    if password is None:
+        print(
+            "error: set FIRST_SUPERUSER_PASSWORD or run this in a terminal to be prompted",
+            file=sys.stderr,
+        )
+        return 2
+    if len(password) < 8:
+        print("error: the password must have at least 8 characters", file=sys.stderr)
+        return 2
+    services = build_services(settings)
+    try:
+        created = services.accounts.ensure_admin(email, password)
+    except errors.PasswordTooLong:
+        print("error: the password is longer than 72 bytes of UTF-8", file=sys.stderr)
+        return 2
+    finally:
+        services.engine.dispose()
+    if created:
+        print(f"Created superuser {email.strip().lower()}.")
+    else:
+        print(f"A user {email.strip().lower()} already exists; nothing changed.")
+    return 0
+
+
+def _prompt_password() -> str | None:
+    if not sys.stdin.isatty():
+        return None
+    while True:
+        password = getpass.getpass("Password for the new superuser (at least 8 characters): ")
+        if len(password) >= 8 and password == getpass.getpass("Repeat it: "):
+            return password
+        print("The passwords differ or are too short; try again.", file=sys.stderr)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
