@@ -103,7 +103,7 @@ control_socket_disable = True
 
 # NOTE: gunicorn always writes "Server: gunicorn" (gunicorn.http.wsgi.Response.default_headers;
 # no setting turns it off in 27.x, and a Server header set by the app is sent in addition,
-# not instead). It names no version; hiding it fully needs the edge proxy in front.
+# not instead). gateway_service/wsgi.py replaces the name gunicorn uses, once per worker.
 
 _PROMETHEUS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
 

@@ -627,3 +627,22 @@ def test_env_example_values_pass_the_settings(
 def test_modules_the_containers_run_exist(module: str, owner: str) -> None:
     # wsgi_app of each gunicorn conf, and `python -m auth_service.cli migrate`.
     require_file(ROOT / module, owner)
+
+
+def test_every_direct_environment_read_is_in_env_example(
+    env_example: dict[str, str | None],
+) -> None:
+    # Outside settings.py (cli.py's FIRST_SUPERUSER_*, migrations/env.py), only
+    # os.environ/getenv reads count: other all-caps literals there are not settings.
+    pattern = re.compile(
+        r"(?:environ\.get|getenv|environ\.setdefault)\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']"
+        r"|environ\[\s*[\"']([A-Z][A-Z0-9_]+)[\"']\s*\]"
+    )
+    missing: dict[str, list[str]] = {}
+    for package in ("auth_service", "gateway_service", "migrations"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for match in pattern.finditer(path.read_text()):
+                name = match.group(1) or match.group(2)
+                if name not in env_example:
+                    missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert not missing, f"read from the environment but absent from .env.example: {missing}"
