@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -511,6 +512,7 @@ def test_operation_parameters(operation: Operation) -> None:
     )
     for param in params:
         schema = param.get("schema", {})
+        assert "example" in param, f"{name}: parameter {param['name']} has no example"
         if param["name"] == "user_id":
             assert schema.get("format") == "uuid" and schema.get("maxLength") == 36, (
                 f"{name}: user_id must be a uuid string with maxLength 36"
@@ -591,3 +593,85 @@ def test_token_responses_forbid_caching() -> None:
             f"{operation_id} 200: Cache-Control must be pinned to no-store"
         )
         assert "Pragma" in response.get("headers", {}), f"{operation_id} 200: no Pragma header"
+
+
+# --- the examples, through the validator the service runs ---------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi_core_spec() -> Any:
+    from openapi_core import Config, OpenAPI
+
+    # problem+json is JSON to us but not to openapi-core (see STYLE.md pitfalls).
+    config = Config(
+        extra_media_type_deserializers={"application/problem+json": json.loads},
+        additional_properties_default_policy="forbid",
+    )
+    return OpenAPI.from_file_path(str(SPEC_PATH), config=config)
+
+
+def example_request(method: str, path: str, op: dict[str, Any], item: dict[str, Any]) -> Any:
+    """A request built from the operation's examples (parameters and first body example)."""
+    from openapi_core.testing import MockRequest
+
+    url_path = path
+    args = {}
+    for param in parameters_of(op, item):
+        if param["in"] == "path":
+            url_path = url_path.replace(f"{{{param['name']}}}", str(param["example"]))
+        elif param["in"] == "query":
+            args[param["name"]] = str(param["example"])
+    headers = {"Authorization": "Bearer example"} if op["security"] == BEARER else {}
+    data, content_type = None, None
+    if "requestBody" in op:
+        content = resolve(op["requestBody"])[0]["content"]["application/json"]
+        data = json.dumps(next(media_examples(content))[1]).encode()
+        content_type = "application/json"
+    return MockRequest(
+        "http://gateway.example",
+        method,
+        url_path,
+        args=args,
+        headers=headers,
+        data=data,
+        content_type=content_type,
+    )
+
+
+def test_operation_examples_pass_openapi_core(operation: Operation, openapi_core_spec: Any) -> None:
+    """Example requests and responses, with example headers, validate in openapi-core."""
+    from openapi_core.exceptions import OpenAPIError
+    from openapi_core.testing import MockResponse
+
+    method, path, op, item = operation
+    name = op_name(method, path, op)
+    request = example_request(method, path, op, item)
+    try:
+        openapi_core_spec.validate_request(request)
+    except OpenAPIError as ex:
+        pytest.fail(f"{name}: example request rejected by openapi-core: {ex!r}")
+    for status, response, _ in responses_of(method, path, op):
+        headers = {
+            header_name: str(resolve(header)[0]["example"])
+            for header_name, header in response.get("headers", {}).items()
+        }
+        bodies = [(None, b"")]
+        if response.get("content"):
+            bodies = [
+                (media_type, value if isinstance(value, str) else json.dumps(value))
+                for media_type, content in response["content"].items()
+                for _, value in media_examples(content)
+            ]
+        for media_type, body in bodies:
+            mock = MockResponse(
+                body.encode() if isinstance(body, str) else body,
+                status_code=int(status),
+                headers=headers,
+                content_type=media_type,
+            )
+            try:
+                openapi_core_spec.validate_response(request, mock)
+            except OpenAPIError as ex:
+                pytest.fail(
+                    f"{name} {status} {media_type}: example rejected by openapi-core: {ex!r}"
+                )
