@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -646,3 +647,91 @@ def test_every_direct_environment_read_is_in_env_example(
                 if name not in env_example:
                     missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
     assert not missing, f"read from the environment but absent from .env.example: {missing}"
+
+
+# --------------------------------------------------------------------------- image layout
+
+
+@pytest.fixture(scope="module")
+def image_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/app as the final stage builds it: only the COPY'd paths, plus var/keys."""
+    for path in APP_PATHS:
+        require_file(ROOT / path, "see the team plan for its owner")
+    app_dir = tmp_path_factory.mktemp("image") / "app"
+    app_dir.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for path in APP_PATHS:
+        source = ROOT / path
+        if source.is_dir():
+            shutil.copytree(source, app_dir / path, ignore=ignore)
+        else:
+            shutil.copy2(source, app_dir / path)
+    (app_dir / "var" / "keys").mkdir(parents=True)
+    return app_dir
+
+
+def _image_env(app_dir: Path, **extra: str) -> dict[str, str]:
+    """The image's ENV, not the developer's: nothing points back into the repository."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(app_dir),
+        "PYTHONPATH": str(app_dir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SERVICE": "auth",
+        "AUTH_PORT": "8001",
+        "GATEWAY_PORT": "8000",
+        "BCRYPT_ROUNDS": "4",
+        **extra,
+    }
+
+
+def _run(argv: list[str], app_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=app_dir, env=_image_env(app_dir, **env), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_image_layout_is_self_sufficient(image_layout: Path) -> None:
+    # The migrate container's command, on the SQLite default under /app/var.
+    migrate = _run([sys.executable, "-m", "auth_service.cli", "migrate"], image_layout)
+    assert migrate.returncode == 0, f"migrate failed in the image layout: {migrate.stderr[-2000:]}"
+    assert (image_layout / "var" / "authgate.db").is_file(), "migrate did not use /app/var"
+    probe = (
+        "import auth_service.wsgi, gateway_service.wsgi, auth_service, gateway_service;"
+        "print(auth_service.__file__); print(gateway_service.__file__)"
+    )
+    imported = _run([sys.executable, "-c", probe], image_layout)
+    assert imported.returncode == 0, f"the wsgi apps do not load: {imported.stderr[-2000:]}"
+    for line in imported.stdout.split():
+        assert line.startswith(str(image_layout)), f"imported {line}, not the image's copy"
+
+
+@pytest.mark.slow
+def test_image_healthcheck_command_reports_health(image_layout: Path) -> None:
+    (check,) = instructions(dockerfile_stages()[-1], "HEALTHCHECK")
+    argv = json.loads(check.split("CMD", 1)[1])
+    port = str(_free_port())
+    down = _run(argv, image_layout, AUTH_PORT=port)
+    assert down.returncode != 0, "the HEALTHCHECK passes with nothing listening"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn_auth.conf.py"],
+        cwd=image_layout, env=_image_env(image_layout, AUTH_PORT=port, WEB_CONCURRENCY="1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        result = down
+        while time.monotonic() < deadline and server.poll() is None:
+            result = _run(argv, image_layout, AUTH_PORT=port)
+            if result.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert result.returncode == 0, (
+            f"the HEALTHCHECK fails against a running auth service: {result.stderr[-1500:]}"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=25)
