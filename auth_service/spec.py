@@ -17,13 +17,14 @@ from typing import Any
 
 import yaml
 from jsonschema.exceptions import ValidationError as SchemaError
-from jsonschema_path import SchemaPath
+from jsonschema.protocols import Validator
 from openapi_core import OpenAPI
-from openapi_core.validation.schemas import oas31_schema_validators_factory
-from openapi_core.validation.schemas.validators import SchemaValidator
+from openapi_schema_validator import OAS30ReadValidator, OAS31Validator
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# NOTE: the same format checker openapi-core uses for OAS 3.1 (openapi-core issue #506).
+FORMAT_CHECKER = OAS30ReadValidator.FORMAT_CHECKER
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,14 @@ class Parameter:
     required: bool
     schema_type: str
     default: Any
-    validator: SchemaValidator
+    validator: Validator
 
 
 @dataclass(frozen=True)
 class ResponseContract:
     """What one status of an operation may carry."""
 
-    content: dict[str, SchemaValidator | None]
+    content: dict[str, Validator | None]
     required_headers: tuple[str, ...]
 
 
@@ -70,7 +71,7 @@ class Operation:
     public: bool
     parameters: tuple[Parameter, ...]
     body_required: bool
-    body_validator: SchemaValidator | None
+    body_validator: Validator | None
     responses: dict[int, ResponseContract] = field(repr=False)
 
     @property
@@ -104,97 +105,99 @@ class Contract:
         return {op.operation_id: op for op in self.operations}
 
     def _build_operations(self) -> Iterator[Operation]:
-        spec = self.openapi.spec
-        paths = spec / "paths"
-        for path in self.document["paths"]:
-            path_item = paths / path
+        for path, path_item in self.document["paths"].items():
             for method in HTTP_METHODS:
-                if method in self.document["paths"][path]:
-                    yield self._build_operation(spec, path, method, path_item)
+                if method in path_item:
+                    yield self._build_operation(path, method, path_item)
 
-    def _build_operation(
-        self, spec: SchemaPath, path: str, method: str, path_item: SchemaPath
-    ) -> Operation:
-        operation = path_item / method
-        raw = self.document["paths"][path][method]
+    def _build_operation(self, path: str, method: str, path_item: dict[str, Any]) -> Operation:
+        raw = path_item[method]
         security = raw.get("security", self.document.get("security", []))
+        body = self._resolve(raw.get("requestBody", {}))
         return Operation(
             operation_id=raw["operationId"],
             method=method.upper(),
             path=path,
             tag=(raw.get("tags") or ["default"])[0],
             public=not security or security == [{}],
-            parameters=tuple(_parameters(spec, path_item, operation)),
-            body_required=_body_required(operation),
-            body_validator=_body_validator(spec, operation),
-            responses=_responses(spec, operation),
+            parameters=tuple(
+                self._parameter(param)
+                for param in [*path_item.get("parameters", []), *raw.get("parameters", [])]
+            ),
+            body_required=bool(body.get("required", False)),
+            body_validator=self._body_validator(body),
+            responses={
+                int(status): self._response(response)
+                for status, response in raw["responses"].items()
+            },
         )
 
+    def _parameter(self, raw: dict[str, Any]) -> Parameter:
+        param = self._resolve(raw)
+        schema = self._inline(param["schema"])
+        return Parameter(
+            name=param["name"],
+            location=param["in"],
+            required=bool(param.get("required", False)),
+            schema_type=schema.get("type", "string"),
+            default=schema.get("default"),
+            validator=self._validator(schema),
+        )
 
-def _validator(spec: SchemaPath, schema: SchemaPath) -> SchemaValidator:
-    return oas31_schema_validators_factory.create(spec, schema)
+    def _body_validator(self, body: dict[str, Any]) -> Validator | None:
+        if not body:
+            return None
+        if set(body["content"]) != {"application/json"}:
+            raise ValueError("request bodies must be application/json")
+        return self._validator(body["content"]["application/json"]["schema"])
+
+    def _response(self, raw: dict[str, Any]) -> ResponseContract:
+        response = self._resolve(raw)
+        content = {
+            media_type: self._validator(media["schema"]) if "schema" in media else None
+            for media_type, media in response.get("content", {}).items()
+        }
+        required_headers = tuple(
+            name.lower()
+            for name, header in response.get("headers", {}).items()
+            if self._resolve(header).get("required", False)
+        )
+        return ResponseContract(content=content, required_headers=required_headers)
+
+    def _validator(self, schema: dict[str, Any]) -> Validator:
+        # PERF: $refs are inlined once here; resolving them per call doubled the cost.
+        return OAS31Validator(self._inline(schema), format_checker=FORMAT_CHECKER)
+
+    def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = self._target(node["$ref"])
+        return node
+
+    def _inline(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return self._inline(self._target(node["$ref"]))
+            return {key: self._inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self._inline(item) for item in node]
+        return node
+
+    def _target(self, ref: str) -> Any:
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $refs are supported, got {ref}")
+        node: Any = self.document
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
 
 
-def _parameters(
-    spec: SchemaPath, path_item: SchemaPath, operation: SchemaPath
-) -> Iterator[Parameter]:
-    for owner in (path_item, operation):
-        if "parameters" not in owner:
-            continue
-        for param in owner / "parameters":
-            schema = param / "schema"
-            with schema.open() as contents:
-                schema_type = contents.get("type", "string")
-                default = contents.get("default")
-            yield Parameter(
-                name=(param / "name").read_str(),
-                location=(param / "in").read_str(),
-                required=bool((param / "required").read_bool(False)),
-                schema_type=schema_type,
-                default=default,
-                validator=_validator(spec, schema),
-            )
-
-
-def _body_required(operation: SchemaPath) -> bool:
-    if "requestBody" not in operation:
-        return False
-    return bool((operation / "requestBody" / "required").read_bool(False))
-
-
-def _body_validator(spec: SchemaPath, operation: SchemaPath) -> SchemaValidator | None:
-    if "requestBody" not in operation:
-        return None
-    content = operation / "requestBody" / "content"
-    if "application/json" not in content:
-        raise ValueError("request bodies must be application/json")
-    return _validator(spec, content / "application/json" / "schema")
-
-
-def _responses(spec: SchemaPath, operation: SchemaPath) -> dict[int, ResponseContract]:
-    contracts = {}
-    for status, response in (operation / "responses").items():
-        content: dict[str, SchemaValidator | None] = {}
-        if "content" in response:
-            for media_type, media in (response / "content").items():
-                has_schema = "schema" in media
-                content[media_type] = _validator(spec, media / "schema") if has_schema else None
-        headers: tuple[str, ...] = ()
-        if "headers" in response:
-            headers = tuple(
-                name.lower()
-                for name, header in (response / "headers").items()
-                if (header / "required").read_bool(False)
-            )
-        contracts[int(status)] = ResponseContract(content=content, required_headers=headers)
-    return contracts
-
-
-def field_errors(location: str, validator: SchemaValidator, value: Any) -> list[FieldError]:
+def field_errors(location: str, validator: Validator, value: Any) -> list[FieldError]:
     """Every violation of `value`, named by its path, without echoing the value."""
     return [
         _describe(location, error)
-        for error in sorted(validator.validator.iter_errors(value), key=lambda e: e.path)
+        for error in sorted(
+            validator.iter_errors(value), key=lambda e: [str(part) for part in e.path]
+        )
     ][:100]
 
 

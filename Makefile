@@ -1,0 +1,72 @@
+# authgate: everyday commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Local runs read .env when there is one (cp .env.example .env).
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help install run migrate create-admin test test-fast lint format bench up down logs \
+	compose-migrate compose-create-admin clean
+
+help: ## List the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "==> Creating the virtual environment in $(VENV) (first run takes a minute)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+	@echo "==> Installed"
+
+install: $(STAMP) ## Create .venv and install the project with its test tools
+
+run: $(STAMP) ## Run the stack locally (no Docker): migrate, then auth :8001 and gateway :8000
+	@scripts/run_local.sh
+
+migrate: $(STAMP) ## Apply database migrations (local DATABASE_URL, default SQLite in var/)
+	$(BIN)/python -m auth_service.cli migrate
+
+create-admin: $(STAMP) ## Create the first superuser (FIRST_SUPERUSER_EMAIL, password from env or prompt)
+	$(BIN)/python -m auth_service.cli create-admin
+
+test: $(STAMP) ## Run every test (real PostgreSQL/Redis when reachable; CI=true makes skips fail)
+	@scripts/run_tests.sh
+
+lint: $(STAMP) ## Lint the code and the spec
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## Print the performance ratios (validation overhead, login vs bcrypt bound)
+	$(BIN)/python bench/validation_overhead.py
+	$(BIN)/python bench/login_throughput.py
+
+up: ## Start postgres, redis, auth and gateway with docker compose (gateway on :8000)
+	docker compose up --build -d
+	@echo "Gateway: http://localhost:$${GATEWAY_PORT:-8000}/docs   (make logs to follow)"
+
+down: ## Stop the compose stack
+	docker compose down
+
+logs: ## Follow the compose stack's logs
+	docker compose logs -f
+
+compose-migrate: ## Apply migrations inside the compose stack
+	docker compose run --rm migrate
+
+compose-create-admin: ## Create the first superuser inside the compose stack
+	docker compose exec auth python -m auth_service.cli create-admin
+
+clean: ## Remove the virtual environment and local state (var/)
+	rm -rf $(VENV) var .pytest_cache
