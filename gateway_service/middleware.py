@@ -1,0 +1,193 @@
+"""Request context (id, trace, normalised path), security headers, CORS, access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+
+import falcon
+
+from gateway_service.settings import Settings
+
+access_log = logging.getLogger("gateway_service.access")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
+_API_CSP = "default-src 'none'; frame-ancestors 'none'"
+CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_ALLOWED_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "if-match",
+    "if-none-match",
+)
+CORS_EXPOSED_HEADERS = (
+    "X-Request-ID, Retry-After, WWW-Authenticate, RateLimit-Limit, "
+    "RateLimit-Remaining, RateLimit-Reset, Location"
+)
+
+
+def normalise_path(path: str) -> str:
+    """Resolve `.`/`..` (also as %2e), collapse `//`; the result is authorised and sent."""
+    segments: list[str] = []
+    for raw in path.split("/"):
+        segment = raw.replace("%2e", ".").replace("%2E", ".")
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    trailing = "/" if segments and (path.endswith("/") or path.endswith("/.")) else ""
+    return "/" + "/".join(segments) + trailing
+
+
+def valid_traceparent(value: str | None) -> bool:
+    """True for a W3C trace-context `traceparent` we can forward as it is."""
+    if not value:
+        return False
+    match = _TRACEPARENT_RE.match(value)
+    if not match:
+        return False
+    version, trace_id, parent_id, _ = match.groups()
+    return version != "ff" and trace_id != "0" * 32 and parent_id != "0" * 16
+
+
+class RequestContext:
+    """Gives each request its id and trace context and normalises the path before routing."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Set req.context.request_id / traceparent and the normalised req.path."""
+        req.context.started = time.perf_counter()
+        req.context.identity = None
+        req.context.route = None
+        request_id = req.get_header("X-Request-ID")
+        if request_id is None or not _REQUEST_ID_RE.match(request_id):
+            request_id = uuid.uuid4().hex
+        req.context.request_id = request_id
+        traceparent = req.get_header("traceparent")
+        if valid_traceparent(traceparent):
+            req.context.traceparent = traceparent
+            req.context.tracestate = req.get_header("tracestate")
+        else:
+            req.context.traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+            req.context.tracestate = None
+        path = req.path
+        if "//" in path or "." in path or "%" in path:
+            req.path = normalise_path(path)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        """Return the request id and write one JSON access-log line."""
+        request_id = getattr(req.context, "request_id", None)
+        if request_id:
+            resp.set_header("X-Request-ID", request_id)
+        if access_log.isEnabledFor(logging.INFO):
+            identity = getattr(req.context, "identity", None)
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": req.method,
+                        "route": getattr(req.context, "route", None) or req.uri_template,
+                        "status": resp.status_code,
+                        "duration_ms": round((time.perf_counter() - req.context.started) * 1000, 3),
+                        "user_id": identity.user_id if identity else None,
+                    }
+                )
+            )
+
+
+class SecurityHeaders:
+    """helmet-like headers on every response, including errors."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Precompute the header set once."""
+        common = [
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cross-Origin-Resource-Policy", "same-origin"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("X-DNS-Prefetch-Control", "off"),
+            ("X-Permitted-Cross-Domain-Policies", "none"),
+            ("Origin-Agent-Cluster", "?1"),
+        ]
+        if settings.hsts_max_age:
+            common.append(
+                ("Strict-Transport-Security", f"max-age={settings.hsts_max_age}; includeSubDomains")
+            )
+        self._api = [*common, ("Content-Security-Policy", _API_CSP)]
+        self._docs = [*common, ("Content-Security-Policy", _DOCS_CSP)]
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        """Set the headers; /docs gets a CSP that lets Swagger UI's own assets run."""
+        docs = req.path == "/docs" or req.path.startswith("/docs/")
+        resp.set_headers(self._docs if docs else self._api)
+
+
+class Cors:
+    """CORS from an allow-list; answers preflights at the gateway."""
+
+    def __init__(self, settings: Settings, max_age: int = 600) -> None:
+        """Keep the allowed origins (`*` allows any)."""
+        self._any = "*" in settings.cors_origins
+        self._origins = frozenset(o.rstrip("/") for o in settings.cors_origins if o != "*")
+        self._max_age = str(max_age)
+
+    def _allowed(self, origin: str | None) -> bool:
+        return origin is not None and (self._any or origin in self._origins)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer a preflight (OPTIONS + Origin + Access-Control-Request-Method) with 204."""
+        if req.method != "OPTIONS":
+            return
+        origin = req.get_header("Origin")
+        wanted_method = req.get_header("Access-Control-Request-Method")
+        if origin is None or wanted_method is None:
+            return
+        resp.status = falcon.HTTP_204
+        resp.complete = True
+        req.context.route = "cors-preflight"
+        resp.set_header("Vary", "Origin")
+        if not self._allowed(origin) or wanted_method.upper() not in CORS_METHODS:
+            return
+        wanted_headers = req.get_header("Access-Control-Request-Headers") or ""
+        headers = [h.strip().lower() for h in wanted_headers.split(",") if h.strip()]
+        if any(h not in CORS_ALLOWED_HEADERS for h in headers):
+            return
+        resp.set_header("Access-Control-Allow-Origin", origin)
+        resp.set_header("Access-Control-Allow-Methods", CORS_METHODS)
+        resp.set_header("Access-Control-Allow-Headers", ", ".join(CORS_ALLOWED_HEADERS))
+        resp.set_header("Access-Control-Max-Age", self._max_age)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        """Allow the origin on actual requests; never on a disallowed one."""
+        if getattr(req.context, "route", None) == "cors-preflight":
+            return
+        origin = req.get_header("Origin")
+        if origin is None:
+            return
+        resp.append_header("Vary", "Origin")
+        if self._allowed(origin):
+            resp.set_header("Access-Control-Allow-Origin", origin)
+            resp.set_header("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS)

@@ -1,0 +1,476 @@
+"""The proxy sink: authorise, rate limit, forward faithfully, map upstream failures."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Iterator
+from http.cookiejar import CookiePolicy, DefaultCookiePolicy
+from typing import Any
+from urllib.parse import quote
+
+import falcon
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import SKIP_HEADER
+
+from gateway_service.breaker import CircuitBreaker
+from gateway_service.problems import write_problem
+from gateway_service.ratelimit import Outcome, Store, StoreUnavailable
+from gateway_service.routes import Decision, RouteTable
+from gateway_service.settings import Settings
+from gateway_service.tokens import (
+    REVOKED_SID_PREFIX,
+    Identity,
+    KeysUnavailable,
+    TokenError,
+    TokenVerifier,
+    parse_bearer,
+)
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+IDENTITY_HEADERS = frozenset({"x-user-id", "x-user-roles", "x-session-id"})
+# Headers the gateway sets itself (or that requests/urllib3 compute) rather than copying.
+_REQUEST_OWN = (
+    HOP_BY_HOP
+    | IDENTITY_HEADERS
+    | {
+        "host",
+        "content-length",
+        "expect",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+    }
+)
+_RESPONSE_DROP = HOP_BY_HOP | {"server", "x-powered-by", "content-length", "date", "x-request-id"}
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_NO_RETRY_SUFFIXES = ("/auth/refresh",)
+_PATH_SAFE = "/!$&'()*+,;=:@~-._"
+_BUFFER_LIMIT = 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class _RefuseCookies(DefaultCookiePolicy):
+    """The shared upstream session must never keep one client's cookies for another."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        """Refuse every cookie."""
+        return False
+
+
+class Upstream:
+    """One upstream base URL: its pooled session, timeouts and circuit breaker."""
+
+    def __init__(self, base_url: str, settings: Settings) -> None:
+        """Build the pooled session once per process."""
+        self.base_url = base_url
+        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.breaker = CircuitBreaker(
+            settings.breaker_failure_threshold, settings.breaker_reset_seconds
+        )
+        self.session = make_session(settings.pool_size)
+        # PERF/NOTE: send through the session's adapter directly: Session.send would
+        # consume (and decode) redirect bodies, run hooks and touch the cookie jar.
+        self.adapter = self.session.get_adapter(base_url)
+
+
+def make_session(pool_size: int) -> requests.Session:
+    """A requests.Session that adds nothing of its own: no env proxies, cookies or defaults."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers.clear()
+    policy: CookiePolicy = _RefuseCookies()
+    session.cookies.set_policy(policy)
+    # NOTE: retries are ours (idempotent methods only); urllib3 must not add its own.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class ClientAddress:
+    """Finds the client IP and the X-Forwarded-* values, believing only trusted proxies."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Keep the trusted networks."""
+        self._trusted = settings.trusted_proxies
+
+    def _is_trusted(self, address: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def forwarded(self, req: falcon.Request) -> tuple[str, dict[str, str]]:
+        """Return (client ip, X-Forwarded-* headers to send upstream)."""
+        peer = req.remote_addr or "unknown"
+        env = req.env
+        if self._is_trusted(peer):
+            chain = [a.strip() for a in env.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+            client = peer
+            for address in reversed(chain):
+                client = address
+                if not self._is_trusted(address):
+                    break
+            return client, {
+                "X-Forwarded-For": ", ".join([*chain, peer]),
+                "X-Forwarded-Proto": env.get("HTTP_X_FORWARDED_PROTO") or req.scheme,
+                "X-Forwarded-Host": env.get("HTTP_X_FORWARDED_HOST") or req.host,
+            }
+        return peer, {
+            "X-Forwarded-For": peer,
+            "X-Forwarded-Proto": req.scheme,
+            "X-Forwarded-Host": env.get("HTTP_HOST") or req.host,
+        }
+
+
+class ProxySink:
+    """Falcon sink for every path that is not one of the gateway's own endpoints."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: RouteTable,
+        upstreams: dict[str, Upstream],
+        verifier: TokenVerifier,
+        store: Store,
+    ) -> None:
+        """Wire the collaborators built by create_app."""
+        self._table = table
+        self._upstreams = upstreams
+        self._verifier = verifier
+        self._store = store
+        self._addresses = ClientAddress(settings)
+        self._max_body = settings.max_body_bytes
+        self._retries = settings.upstream_retries
+        self._key_prefix = settings.rate_limit_key_prefix
+        self._revocation_fail_open = settings.revocation_fail_open
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> None:
+        """Handle one proxied request end to end."""
+        decision = self._table.resolve(req.method, req.path)
+        if decision is None:
+            raise falcon.HTTPNotFound(description="No route matches this path.")
+        req.context.route = decision.prefix
+        length = req.content_length
+        if length is not None and length > self._max_body:
+            raise _too_large(self._max_body)
+        identity = self._authenticate(req, decision)
+        req.context.identity = identity
+        client_ip, forwarded = self._addresses.forwarded(req)
+        self._guard(req, resp, decision, client_ip, identity)
+        body = self._read_body(req, length)
+        headers = self._request_headers(req, forwarded, identity)
+        self._forward(req, resp, decision, headers, body)
+
+    def _authenticate(self, req: falcon.Request, decision: Decision) -> Identity | None:
+        if decision.access == "none":
+            return None
+        token = parse_bearer(req.get_header("Authorization"))
+        if token is None:
+            if decision.access == "optional":
+                return None
+            raise falcon.HTTPUnauthorized(
+                title="Unauthorized",
+                description="An access token is required.",
+                challenges=["Bearer"],
+                code="missing_token",
+            )
+        try:
+            return self._verifier.verify(token)
+        except TokenError as ex:
+            raise _invalid_token(ex.description) from None
+        except KeysUnavailable:
+            raise falcon.HTTPServiceUnavailable(
+                description="Token keys are not available yet; try again shortly.",
+                headers={"Retry-After": "5"},
+                code="keys_unavailable",
+            ) from None
+
+    def _guard(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        decision: Decision,
+        client_ip: str,
+        identity: Identity | None,
+    ) -> None:
+        buckets = []
+        if decision.rate is not None:
+            buckets.append(f"{self._key_prefix}{decision.policy}:ip:{client_ip}")
+            if identity is not None:
+                buckets.append(f"{self._key_prefix}{decision.policy}:user:{identity.user_id}")
+        revoked_key = None
+        if identity is not None and self._store.shared:
+            revoked_key = REVOKED_SID_PREFIX + identity.session_id
+        if not buckets and revoked_key is None:
+            return
+        try:
+            outcome = self._store.check(buckets, decision.rate, revoked_key)
+        except StoreUnavailable:
+            self._store_unavailable(decision, identity)
+            return
+        self._apply(resp, outcome)
+
+    def _store_unavailable(self, decision: Decision, identity: Identity | None) -> None:
+        if decision.rate is not None and not decision.fail_open:
+            raise falcon.HTTPServiceUnavailable(
+                description="Rate limiting is unavailable; try again shortly.",
+                headers={"Retry-After": "1"},
+                code="rate_limit_unavailable",
+            )
+        if identity is not None and not self._revocation_fail_open:
+            raise falcon.HTTPServiceUnavailable(
+                description="Session checks are unavailable; try again shortly.",
+                headers={"Retry-After": "1"},
+                code="session_check_unavailable",
+            )
+        # NOTE: failing open here; RedisStore already logged the failure (once per second).
+
+    @staticmethod
+    def _apply(resp: falcon.Response, outcome: Outcome) -> None:
+        if outcome.revoked:
+            raise _invalid_token("The session has been revoked")
+        usage = outcome.usage
+        if usage is None:
+            return
+        headers = {
+            "RateLimit-Limit": str(usage.limit),
+            "RateLimit-Remaining": str(usage.remaining),
+            "RateLimit-Reset": str(usage.reset),
+        }
+        if not usage.allowed:
+            headers["Retry-After"] = str(usage.reset)
+            raise falcon.HTTPTooManyRequests(
+                description="Rate limit exceeded; retry later.",
+                headers=headers,
+                code="rate_limited",
+            )
+        resp.set_headers(headers)
+
+    def _read_body(self, req: falcon.Request, length: int | None) -> bytes | None:
+        stream = req.stream
+        if length is not None:
+            if length == 0:
+                return b"" if req.method not in ("GET", "HEAD") else None
+            body = stream.read(length)
+            if len(body) != length:
+                raise falcon.HTTPBadRequest(description="The request body is incomplete.")
+            return body
+        if "chunked" in req.env.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # SECURITY: bound the read; a chunked body has no length to check up front.
+            body = stream.read(self._max_body + 1)
+            if len(body) > self._max_body:
+                raise _too_large(self._max_body)
+            return body
+        return None
+
+    @staticmethod
+    def _request_headers(
+        req: falcon.Request, forwarded: dict[str, str], identity: Identity | None
+    ) -> dict[str, str]:
+        env = req.env
+        connection = env.get("HTTP_CONNECTION")
+        named = {t.strip().lower() for t in connection.split(",")} if connection else set()
+        headers: dict[str, str] = {}
+        for key, value in env.items():
+            if not key.startswith("HTTP_"):
+                continue
+            name = key[5:].replace("_", "-").lower()
+            if name in _REQUEST_OWN or name in named:
+                continue
+            if not value.isascii():
+                try:
+                    value.encode("latin-1")
+                except UnicodeEncodeError:
+                    # NOTE: a WSGI server never gives us this; drop rather than crash.
+                    continue
+            headers[name.title()] = value
+        content_type = env.get("CONTENT_TYPE")
+        if content_type:
+            headers["Content-Type"] = content_type
+        # urllib3 would otherwise invent these two for the client.
+        headers.setdefault("User-Agent", SKIP_HEADER)
+        headers.setdefault("Accept-Encoding", SKIP_HEADER)
+        headers.update(forwarded)
+        headers["X-Request-ID"] = req.context.request_id
+        headers["traceparent"] = req.context.traceparent
+        if req.context.tracestate:
+            headers["tracestate"] = req.context.tracestate
+        if identity is not None:
+            headers["X-User-Id"] = identity.user_id
+            headers["X-User-Roles"] = identity.role
+            headers["X-Session-Id"] = identity.session_id
+        return headers
+
+    def _forward(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        decision: Decision,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> None:
+        upstream = self._upstreams[decision.upstream]
+        wait = upstream.breaker.before_call()
+        if wait is not None:
+            raise falcon.HTTPServiceUnavailable(
+                description="The upstream service is unavailable; try again later.",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                code="upstream_unavailable",
+            )
+        query = req.env.get("QUERY_STRING")
+        url = upstream.base_url + quote(req.path, safe=_PATH_SAFE)
+        if query:
+            url += "?" + query
+        try:
+            prepared = requests.Request(req.method, url, headers=headers, data=body).prepare()
+        except (requests.exceptions.InvalidHeader, ValueError):
+            upstream.breaker.record_success()
+            raise falcon.HTTPBadRequest(description="A request header is invalid.") from None
+        # NOTE: requests re-quotes URLs; send the exact bytes we authorised instead.
+        prepared.url = url
+        upstream_resp = self._send(upstream, prepared, req.method, req.path)
+        self._relay(req, resp, upstream_resp)
+
+    def _send(
+        self, upstream: Upstream, prepared: requests.PreparedRequest, method: str, path: str
+    ) -> requests.Response:
+        retryable = method in _IDEMPOTENT and not path.endswith(_NO_RETRY_SUFFIXES)
+        attempts = 1 + (self._retries if retryable else 0)
+        for attempt in range(attempts):
+            try:
+                result = upstream.adapter.send(prepared, stream=True, timeout=upstream.timeout)
+            except requests.Timeout:
+                upstream.breaker.record_failure()
+                raise falcon.HTTPGatewayTimeout(
+                    description="The upstream service did not answer in time.",
+                    code="upstream_timeout",
+                ) from None
+            except requests.ConnectionError:
+                if attempt + 1 < attempts:
+                    continue
+                upstream.breaker.record_failure()
+                raise falcon.HTTPBadGateway(
+                    description="The upstream service could not be reached.",
+                    code="upstream_unreachable",
+                ) from None
+            except (requests.RequestException, ValueError):
+                upstream.breaker.record_failure()
+                raise falcon.HTTPBadGateway(
+                    description="The upstream service failed.",
+                    code="upstream_failed",
+                ) from None
+            if result.status_code in (502, 503, 504):
+                upstream.breaker.record_failure()
+            else:
+                upstream.breaker.record_success()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _relay(
+        self, req: falcon.Request, resp: falcon.Response, upstream_resp: requests.Response
+    ) -> None:
+        raw = upstream_resp.raw
+        status = upstream_resp.status_code
+        content_type = raw.headers.get("Content-Type", "")
+        if status >= 400 and not _is_json(content_type):
+            # An upstream error page we cannot vouch for: never pass its body on.
+            upstream_resp.close()
+            write_problem(
+                req,
+                resp,
+                status,
+                detail="The upstream service returned an error.",
+                code="upstream_error",
+            )
+            return
+        connection = raw.headers.get("Connection")
+        named = {t.strip().lower() for t in connection.split(",")} if connection else set()
+        for name, value in raw.headers.iteritems():
+            lname = name.lower()
+            if lname in _RESPONSE_DROP or lname in named or lname.startswith("access-control-"):
+                continue
+            resp.append_header(name, value)
+        resp.status = status
+        length = raw.headers.get("Content-Length")
+        if req.method == "HEAD" or status in (204, 304):
+            if length is not None and req.method == "HEAD":
+                resp.content_length = int(length)
+            raw.release_conn()
+            return
+        if length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT:
+            try:
+                resp.data = raw.read(decode_content=False)
+            except Exception:
+                upstream_resp.close()
+                raise
+            raw.release_conn()
+            return
+        if length is not None and length.isdigit():
+            resp.content_length = int(length)
+        resp.stream = _Relay(upstream_resp)
+
+
+class _Relay:
+    """Streams a large or unsized upstream body; returns the connection when done."""
+
+    def __init__(self, upstream_resp: requests.Response) -> None:
+        self._resp = upstream_resp
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._resp.raw.stream(_CHUNK, decode_content=False)
+        self._done = True
+
+    def close(self) -> None:
+        """Pool the connection only when the body was read to the end."""
+        if self._done:
+            self._resp.raw.release_conn()
+        else:
+            # A half-read body would poison the next request on that connection.
+            self._resp.close()
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _invalid_token(description: str) -> falcon.HTTPUnauthorized:
+    return falcon.HTTPUnauthorized(
+        title="Unauthorized",
+        description=description,
+        challenges=[f'Bearer error="invalid_token", error_description="{description}"'],
+        code="invalid_token",
+    )
+
+
+def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
+    return falcon.HTTPContentTooLarge(
+        description=f"The request body exceeds {limit} bytes.",
+        code="body_too_large",
+    )

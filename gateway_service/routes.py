@@ -1,0 +1,150 @@
+"""The route table: path prefix to upstream, token and rate-limit policy per request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+_PARAM_RE = re.compile(r"\{[^/{}]+\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the gateway does with one request: where it goes and what it must pass."""
+
+    prefix: str
+    upstream: str
+    access: str  # token policy: "required", "optional" or "none"
+    rate: Rate | None
+    policy: str  # rate-limit bucket name: "default", "auth", or the literal rate
+    fail_open: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    method: str
+    pattern: re.Pattern[str]
+    operation_id: str
+    public: bool
+    optional: bool
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """Read the OpenAPI document once at start-up."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            spec = yaml.safe_load(fh)
+    except OSError as ex:
+        raise SettingsError(f"GATEWAY_OPENAPI_PATH: cannot read {path}: {ex.strerror}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("paths"), dict):
+        raise SettingsError(f"GATEWAY_OPENAPI_PATH: {path} is not an OpenAPI document")
+    return spec
+
+
+def template_pattern(template: str) -> re.Pattern[str]:
+    """Compile an OpenAPI path template into an anchored regular expression."""
+    pieces = _PARAM_RE.split(template)
+    return re.compile("^" + "[^/]+".join(re.escape(piece) for piece in pieces) + "$")
+
+
+def spec_operations(spec: Mapping[str, Any]) -> list[_Operation]:
+    """List each operation with whether its effective `security` lets anonymous callers in."""
+    global_security = spec.get("security", [])
+    operations = []
+    for template, item in spec["paths"].items():
+        for method in HTTP_METHODS:
+            operation = item.get(method) if isinstance(item, dict) else None
+            if not isinstance(operation, dict):
+                continue
+            security = operation.get("security", global_security) or []
+            anonymous = not security or any(not requirement for requirement in security)
+            operations.append(
+                _Operation(
+                    method=method.upper(),
+                    pattern=template_pattern(template),
+                    operation_id=str(operation.get("operationId", "")),
+                    public=not security,
+                    optional=bool(security) and anonymous,
+                )
+            )
+    return operations
+
+
+class RouteTable:
+    """Resolves a normalised path and method to a Decision, longest prefix first."""
+
+    def __init__(self, settings: Settings, spec: Mapping[str, Any]) -> None:
+        """Build the table once; refuse configured operations the spec does not have."""
+        self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
+        self._operations = spec_operations(spec)
+        self._settings = settings
+        known = {op.operation_id for op in self._operations}
+        missing = [op for op in settings.rate_limited_operations if op not in known]
+        if missing:
+            raise SettingsError(
+                f"GATEWAY_AUTH_RATE_LIMITED_OPERATIONS: not in the spec: {', '.join(missing)}"
+            )
+        wanted = set(settings.rate_limited_operations)
+        self._sensitive = [op for op in self._operations if op.operation_id in wanted]
+        self._policies = {"auth": self._rate_policy("auth")}
+        for route in self._routes:
+            self._policies[route.rate_limit] = self._rate_policy(route.rate_limit)
+
+    @property
+    def upstreams(self) -> list[str]:
+        """Distinct upstream base URLs, in route order."""
+        return list(dict.fromkeys(route.upstream for route in self._routes))
+
+    def resolve(self, method: str, path: str) -> Decision | None:
+        """Return the decision for this request, or None when no route matches."""
+        route = self._match_prefix(path)
+        if route is None:
+            return None
+        lookup_method = "GET" if method == "HEAD" else method
+        access = self._token_policy(route, lookup_method, path)
+        policy = route.rate_limit
+        if policy == "default" and self._is_sensitive(route, lookup_method, path):
+            policy = "auth"
+        rate, fail_open = self._policies[policy]
+        return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
+
+    def _match_prefix(self, path: str) -> RouteConfig | None:
+        for route in self._routes:
+            prefix = route.prefix
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                return route
+        return None
+
+    def _token_policy(self, route: RouteConfig, method: str, path: str) -> str:
+        if route.auth != "spec":
+            return route.auth
+        for op in self._operations:
+            if op.method == method and op.pattern.match(path):
+                if op.public:
+                    return "none"
+                return "optional" if op.optional else "required"
+        # SECURITY: anything the spec does not declare public needs a token.
+        return "required"
+
+    def _is_sensitive(self, route: RouteConfig, method: str, path: str) -> bool:
+        if route.auth != "spec":
+            return False
+        return any(op.method == method and op.pattern.match(path) for op in self._sensitive)
+
+    def _rate_policy(self, policy: str) -> tuple[Rate | None, bool]:
+        settings = self._settings
+        if policy == "none":
+            return None, True
+        if policy == "auth":
+            return settings.rate_limit_auth, settings.rate_limit_auth_fail_open
+        if policy == "default":
+            return settings.rate_limit_default, settings.rate_limit_fail_open
+        return Rate.parse(policy, "GATEWAY_ROUTES"), settings.rate_limit_fail_open

@@ -1,0 +1,271 @@
+"""Gateway configuration: read once from the environment, typed, frozen, fail-fast."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "auth.yaml"
+SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "HS256"})
+AUTH_MODES = frozenset({"required", "optional", "none", "spec"})
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit: `limit` requests per `period` seconds."""
+
+    limit: int
+    period: int
+
+    @classmethod
+    def parse(cls, text: str, name: str) -> Rate:
+        """Parse '600/minute', '20/10second' or '5/hour'."""
+        match = _RATE_RE.match(text)
+        if not match:
+            raise SettingsError(
+                f"{name}: expected '<count>/<second|minute|hour|day>', got {text!r}"
+            )
+        count = int(match.group(1))
+        multiplier = int(match.group(2) or 1)
+        if count < 1 or multiplier < 1:
+            raise SettingsError(f"{name}: the count and the period must be positive")
+        return cls(limit=count, period=multiplier * _PERIODS[match.group(3)])
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One entry of the route table: path prefix to upstream, with its policies."""
+
+    prefix: str
+    upstream: str
+    auth: str = "required"
+    rate_limit: str = "default"
+
+    @classmethod
+    def from_mapping(cls, item: Mapping[str, object], name: str) -> RouteConfig:
+        """Build and check a route from its JSON object."""
+        prefix = item.get("prefix")
+        upstream = item.get("upstream")
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise SettingsError(f"{name}: every route needs a 'prefix' starting with '/'")
+        if not isinstance(upstream, str):
+            raise SettingsError(f"{name}: route {prefix!r} needs an 'upstream' URL")
+        auth = str(item.get("auth", "required"))
+        if auth not in AUTH_MODES:
+            raise SettingsError(
+                f"{name}: route {prefix!r}: auth must be one of {sorted(AUTH_MODES)}"
+            )
+        rate_limit = str(item.get("rate_limit", "default"))
+        if rate_limit not in ("default", "auth", "none"):
+            Rate.parse(rate_limit, f"{name} ({prefix!r} rate_limit)")
+        unknown = set(item) - {"prefix", "upstream", "auth", "rate_limit"}
+        if unknown:
+            raise SettingsError(f"{name}: route {prefix!r} has unknown keys {sorted(unknown)}")
+        return cls(
+            prefix=prefix.rstrip("/") or "/",
+            upstream=_check_url(upstream, name),
+            auth=auth,
+            rate_limit=rate_limit,
+        )
+
+
+def _check_url(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}: expected an http(s) URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
+    """The auth service's prefixes; which operations are public comes from the spec."""
+    return (
+        RouteConfig("/api/v1/auth", auth_service_url, auth="spec"),
+        RouteConfig("/api/v1/users", auth_service_url, auth="spec"),
+        RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs, validated."""
+
+    port: int = 8000
+    auth_service_url: str = "http://127.0.0.1:8001"
+    redis_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("RS256",)
+    jwt_secret: str | None = None
+    jwt_issuer: str = "authgate"
+    jwt_audience: str = "authgate-api"
+    jwt_leeway_seconds: int = 5
+    jwks_url: str | None = None
+    jwks_min_refresh_seconds: float = 30.0
+    jwks_max_age_seconds: float = 3600.0
+    token_cache_size: int = 10000
+    rate_limit_default: Rate = field(default_factory=lambda: Rate(600, 60))
+    rate_limit_auth: Rate = field(default_factory=lambda: Rate(20, 60))
+    rate_limit_fail_open: bool = True
+    rate_limit_auth_fail_open: bool = False
+    revocation_fail_open: bool = True
+    rate_limit_key_prefix: str = "authgate:rl:"
+    rate_limited_operations: tuple[str, ...] = (
+        "login",
+        "register",
+        "request_password_reset",
+        "confirm_password_reset",
+    )
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    spec_path: Path = DEFAULT_SPEC_PATH
+    connect_timeout: float = 2.0
+    read_timeout: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    upstream_retries: int = 1
+    pool_size: int = 16
+    breaker_failure_threshold: int = 5
+    breaker_reset_seconds: float = 30.0
+    redis_timeout_seconds: float = 0.25
+    hsts_max_age: int = 31536000
+
+    def __post_init__(self) -> None:
+        """Check the cross-field rules (HS256 needs a strong secret, routes need upstreams)."""
+        for alg in self.jwt_algorithms:
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise SettingsError(f"JWT_ALGORITHM: unsupported algorithm {alg!r}")
+        if "HS256" in self.jwt_algorithms:
+            if len(self.jwt_algorithms) > 1:
+                # SECURITY: mixing HMAC with public-key algorithms invites key confusion.
+                raise SettingsError("JWT_ALGORITHM: HS256 cannot be combined with other algorithms")
+            if not self.jwt_secret or len(self.jwt_secret.encode()) < 32:
+                raise SettingsError("JWT_SECRET: HS256 needs a secret of at least 32 bytes")
+        if not self.routes:
+            object.__setattr__(self, "routes", default_routes(self.auth_service_url))
+
+    @property
+    def effective_jwks_url(self) -> str:
+        """Where the verifier fetches the keys."""
+        return self.jwks_url or f"{self.auth_service_url}/.well-known/jwks.json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raise SettingsError naming the variable."""
+        env = _Env(os.environ if environ is None else environ)
+        auth_url = _check_url(
+            env.str("AUTH_SERVICE_URL", "http://127.0.0.1:8001"), "AUTH_SERVICE_URL"
+        )
+        routes = list(default_routes(auth_url))
+        for extra in env.routes("GATEWAY_ROUTES"):
+            # NOTE: a configured prefix replaces a default one with the same prefix.
+            routes = [r for r in routes if r.prefix != extra.prefix] + [extra]
+        return cls(
+            port=env.int("GATEWAY_PORT", 8000, 1, 65535),
+            auth_service_url=auth_url,
+            redis_url=env.str("REDIS_URL", "") or None,
+            jwt_algorithms=tuple(env.list("JWT_ALGORITHM", "RS256")),
+            jwt_secret=env.str("JWT_SECRET", "") or None,
+            jwt_issuer=env.str("JWT_ISSUER", "authgate"),
+            jwt_audience=env.str("JWT_AUDIENCE", "authgate-api"),
+            jwt_leeway_seconds=env.int("GATEWAY_JWT_LEEWAY_SECONDS", 5, 0, 300),
+            jwks_url=env.str("GATEWAY_JWKS_URL", "") or None,
+            jwks_min_refresh_seconds=env.float("GATEWAY_JWKS_MIN_REFRESH_SECONDS", 30.0, 0.0),
+            jwks_max_age_seconds=env.float("GATEWAY_JWKS_MAX_AGE_SECONDS", 3600.0, 1.0),
+            token_cache_size=env.int("GATEWAY_TOKEN_CACHE_SIZE", 10000, 0, 10_000_000),
+            rate_limit_default=Rate.parse(
+                env.str("RATE_LIMIT_DEFAULT", "600/minute"), "RATE_LIMIT_DEFAULT"
+            ),
+            rate_limit_auth=Rate.parse(env.str("RATE_LIMIT_AUTH", "20/minute"), "RATE_LIMIT_AUTH"),
+            rate_limit_fail_open=env.bool("RATE_LIMIT_FAIL_OPEN", True),
+            rate_limit_auth_fail_open=env.bool("RATE_LIMIT_AUTH_FAIL_OPEN", False),
+            revocation_fail_open=env.bool("GATEWAY_REVOCATION_FAIL_OPEN", True),
+            rate_limit_key_prefix=env.str("GATEWAY_RATE_LIMIT_KEY_PREFIX", "authgate:rl:"),
+            rate_limited_operations=tuple(
+                env.list(
+                    "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS",
+                    "login,register,request_password_reset,confirm_password_reset",
+                )
+            ),
+            cors_origins=tuple(env.list("CORS_ORIGINS", "")),
+            trusted_proxies=env.networks("TRUSTED_PROXIES"),
+            routes=tuple(routes),
+            spec_path=Path(env.str("GATEWAY_OPENAPI_PATH", str(DEFAULT_SPEC_PATH))),
+            connect_timeout=env.float("GATEWAY_CONNECT_TIMEOUT", 2.0, 0.01),
+            read_timeout=env.float("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
+            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
+            upstream_retries=env.int("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
+            pool_size=env.int("GATEWAY_THREADS", 16, 1, 1024),
+            breaker_failure_threshold=env.int("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
+            breaker_reset_seconds=env.float("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
+            redis_timeout_seconds=env.float("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
+            hsts_max_age=env.int("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
+        )
+
+
+class _Env:
+    """Typed accessors over an environment mapping; errors name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def str(self, name: str, default: str) -> str:
+        return self._environ.get(name, default).strip()
+
+    def int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.str(name, str(default))
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: must be between {low} and {high}")
+        return value
+
+    def float(self, name: str, default: float, low: float) -> float:
+        raw = self.str(name, str(default))
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+        if not value >= low:
+            raise SettingsError(f"{name}: must be at least {low}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.str(name, "true" if default else "false").lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+    def list(self, name: str, default: str) -> list[str]:
+        return [item.strip() for item in self.str(name, default).split(",") if item.strip()]
+
+    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        try:
+            return tuple(ipaddress.ip_network(item, strict=False) for item in self.list(name, ""))
+        except ValueError as ex:
+            raise SettingsError(f"{name}: {ex}") from None
+
+    def routes(self, name: str) -> list[RouteConfig]:
+        raw = self.str(name, "")
+        if not raw:
+            return []
+        try:
+            items = json.loads(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: not valid JSON") from None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise SettingsError(f"{name}: expected a JSON list of route objects")
+        return [RouteConfig.from_mapping(item, name) for item in items]

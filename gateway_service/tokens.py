@@ -1,0 +1,241 @@
+"""Access-token verification against the auth service's JWKS, with a verified-token cache."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import ExpiredSignatureError, JOSEError
+
+from gateway_service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REVOKED_SID_PREFIX = "authgate:revoked-sid:"
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]{1,256}$")
+_REQUIRED_CLAIMS = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
+
+
+class TokenError(Exception):
+    """The presented token is not acceptable; `description` is safe to show the client."""
+
+    def __init__(self, description: str) -> None:
+        """Keep the fixed, client-safe description."""
+        super().__init__(description)
+        self.description = description
+
+
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched, so no token can be checked right now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The verified caller, as upstreams see it in X-User-* headers."""
+
+    user_id: str
+    session_id: str
+    role: str
+    expires_at: float
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """Return the token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        return None
+    return token
+
+
+class JwksKeys:
+    """Signing keys by kid from the JWKS; an unknown kid refetches at most once per interval."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: requests.Session,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Prepare; keys are fetched on first use."""
+        self._url = settings.effective_jwks_url
+        self._algorithms = frozenset(settings.jwt_algorithms)
+        self._min_refresh = settings.jwks_min_refresh_seconds
+        self._max_age = settings.jwks_max_age_seconds
+        self._timeout = (settings.connect_timeout, min(settings.read_timeout, 5.0))
+        self._session = session
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[str, Key]] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+
+    def get(self, kid: str) -> tuple[str, Key] | None:
+        """Return (algorithm, key) for kid, refreshing the set when allowed."""
+        found = self._keys.get(kid)
+        if found is not None and not self._stale():
+            return found
+        with self._lock:
+            found = self._keys.get(kid)
+            if found is not None and not self._stale():
+                return found
+            now = self._clock()
+            if self._attempted_at is None or now - self._attempted_at >= self._min_refresh:
+                self._attempted_at = now
+                self._refresh()
+            if self._fetched_at is None:
+                raise KeysUnavailable
+            return self._keys.get(kid)
+
+    def prefetch(self) -> bool:
+        """Try to load the keys now (start-up); True when they are loaded."""
+        try:
+            self.get("")
+        except KeysUnavailable:
+            return False
+        return True
+
+    def _stale(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at > self._max_age
+
+    def _refresh(self) -> None:
+        try:
+            response = self._session.get(self._url, timeout=self._timeout)
+            response.raise_for_status()
+            document = response.json()
+        except (requests.RequestException, ValueError) as ex:
+            # NOTE: keep serving with the keys we have; the next unknown kid retries later.
+            log.warning("JWKS fetch from %s failed: %s", self._url, type(ex).__name__)
+            return
+        keys: dict[str, tuple[str, Key]] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+            parsed = self._parse_key(entry)
+            if parsed is not None:
+                keys[entry["kid"]] = parsed
+        self._keys = keys
+        self._fetched_at = self._clock()
+
+    def _parse_key(self, entry: Any) -> tuple[str, Key] | None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            return None
+        if entry.get("use", "sig") != "sig":
+            return None
+        alg = entry.get("alg") or _default_alg(entry)
+        # SECURITY: a key only ever verifies the algorithm we pinned and it declares.
+        if alg not in self._algorithms:
+            return None
+        try:
+            return alg, jwk.construct(entry, algorithm=alg)
+        except JOSEError:
+            log.warning("JWKS entry %s could not be loaded", entry.get("kid"))
+            return None
+
+
+def _default_alg(entry: dict[str, Any]) -> str | None:
+    if entry.get("kty") == "RSA":
+        return "RS256"
+    if entry.get("kty") == "EC":
+        return {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}.get(entry.get("crv", ""))
+    return None
+
+
+class TokenVerifier:
+    """Verifies access JWTs: pinned algorithms, iss, aud, exp, nbf, required claims."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: JwksKeys | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Keep the verification parameters; `keys` is None for HS256."""
+        self._algorithms = list(settings.jwt_algorithms)
+        self._secret = settings.jwt_secret if settings.jwt_algorithms == ("HS256",) else None
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._keys = keys
+        self._clock = clock
+        self._options = {f"require_{claim}": True for claim in _REQUIRED_CLAIMS}
+        self._options.update(verify_at_hash=False, leeway=settings.jwt_leeway_seconds)
+        self._cache: OrderedDict[str, Identity] = OrderedDict()
+        self._cache_size = settings.token_cache_size
+        self._cache_lock = threading.Lock()
+
+    def verify(self, token: str) -> Identity:
+        """Return the caller's identity or raise TokenError / KeysUnavailable."""
+        # PERF: a token seen before is trusted until its exp; revocation is checked separately.
+        cached = self._cache.get(token)
+        if cached is not None:
+            if cached.expires_at > self._clock():
+                return cached
+            self._forget(token)
+        identity = self._decode(token)
+        self._remember(token, identity)
+        return identity
+
+    def _decode(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except JOSEError:
+            raise TokenError("The access token is malformed") from None
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise TokenError("The access token is invalid")
+        key: Any = self._secret
+        if self._keys is not None:
+            kid = header.get("kid")
+            found = self._keys.get(kid) if isinstance(kid, str) else None
+            if found is None or found[0] != alg:
+                raise TokenError("The access token is invalid")
+            key = found[1]
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
+            )
+        except ExpiredSignatureError:
+            raise TokenError("The access token expired") from None
+        except (JOSEError, ValueError, TypeError):
+            raise TokenError("The access token is invalid") from None
+        return _identity(claims)
+
+    def _remember(self, token: str, identity: Identity) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[token] = identity
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _forget(self, token: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(token, None)
+
+
+def _identity(claims: dict[str, Any]) -> Identity:
+    sid = claims.get("sid")
+    role = claims.get("role", "user")
+    exp = claims.get("exp")
+    if not isinstance(sid, str) or not sid or not isinstance(role, str):
+        raise TokenError("The access token is invalid")
+    if not isinstance(exp, int | float):
+        raise TokenError("The access token is invalid")
+    # SECURITY: these become upstream header values; refuse anything but printable ASCII.
+    if not all(_HEADER_SAFE.match(value) for value in (claims["sub"], sid, role)):
+        raise TokenError("The access token is invalid")
+    return Identity(user_id=claims["sub"], session_id=sid, role=role, expires_at=float(exp))
