@@ -82,6 +82,9 @@ def handle_domain_error(
 ) -> None:
     """Turn a service's domain error into its problem response."""
     headers = {}
+    if ex.status == 401:
+        # NOTE: RFC 9110 §15.5.2: every 401 carries a challenge, login failures included.
+        headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
     field_errors = None
