@@ -24,7 +24,7 @@ class Decision:
     upstream: str
     access: str  # token policy: "required", "optional" or "none"
     rate: Rate | None
-    policy: str  # rate-limit bucket name: "default", "auth", or the literal rate
+    policy: str  # rate-limit bucket name: "default", "auth:<operationId>", or the literal rate
     fail_open: bool
 
 
@@ -111,9 +111,13 @@ class RouteTable:
         lookup_method = "GET" if method == "HEAD" else method
         access = self._token_policy(route, lookup_method, path)
         policy = route.rate_limit
-        if policy == "default" and self._is_sensitive(route, lookup_method, path):
-            policy = "auth"
         rate, fail_open = self._policies[policy]
+        if policy == "default":
+            sensitive = self._sensitive_operation(route, lookup_method, path)
+            if sensitive is not None:
+                # NOTE: one bucket per operation, so a login does not eat the register budget.
+                policy = f"auth:{sensitive}"
+                rate, fail_open = self._policies["auth"]
         return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
@@ -134,10 +138,13 @@ class RouteTable:
         # SECURITY: anything the spec does not declare public needs a token.
         return "required"
 
-    def _is_sensitive(self, route: RouteConfig, method: str, path: str) -> bool:
+    def _sensitive_operation(self, route: RouteConfig, method: str, path: str) -> str | None:
         if route.auth != "spec":
-            return False
-        return any(op.method == method and op.pattern.match(path) for op in self._sensitive)
+            return None
+        for op in self._sensitive:
+            if op.method == method and op.pattern.match(path):
+                return op.operation_id
+        return None
 
     def _rate_policy(self, policy: str) -> tuple[Rate | None, bool]:
         settings = self._settings

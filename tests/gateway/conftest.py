@@ -426,10 +426,10 @@ class RawUpstream(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
-    def __init__(self, response: bytes) -> None:
+    def __init__(self, response: bytes, port: int = 0) -> None:
         self.response = response
         self.requests: list[bytes] = []
-        super().__init__(("127.0.0.1", 0), _RawHandler)
+        super().__init__(("127.0.0.1", port), _RawHandler)
 
     @property
     def url(self) -> str:
@@ -446,7 +446,8 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 return
             data += chunk
         self.server.requests.append(data)
-        self.request.sendall(self.server.response)
+        if self.server.response:
+            self.request.sendall(self.server.response)
 
 
 @pytest.fixture
@@ -454,8 +455,8 @@ def raw_upstream() -> Iterator[Callable[[bytes], RawUpstream]]:
     """Factory for raw upstreams; each is shut down afterwards."""
     servers: list[RawUpstream] = []
 
-    def make(response: bytes) -> RawUpstream:
-        server = RawUpstream(response)
+    def make(response: bytes, port: int = 0) -> RawUpstream:
+        server = RawUpstream(response, port)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
