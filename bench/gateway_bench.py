@@ -1,0 +1,347 @@
+"""Gateway benchmark: direct vs our gateway vs the Express peer, with wrk on 127.0.0.1.
+
+Run: .venv/bin/python bench/gateway_bench.py [--duration 8] [--connections 32]
+Prints requests/s and p50/p99 for a token-checked GET, the ratios, and the p50 latency
+the gateway adds on a single connection. Needs wrk, node/npm (the Express peer is copied
+to a temporary directory and `npm install`ed there), and Redis on 127.0.0.1:6379 for the
+Redis run (skipped when unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwt
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PEER = Path("/work/shared/peers/express-gateway")
+TARGET = "/api/v1/users/00000000-0000-0000-0000-000000000001"
+HUGE_LIMIT = "1000000000/minute"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait for url to answer, or fail with the process's exit."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def b64u(value: int) -> str:
+    """Base64url of an unsigned integer."""
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def make_key(tmp: Path) -> tuple[str, str, Path]:
+    """RS256 key: (token, public PEM, JWKS file)."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = uuid.uuid4().hex
+    numbers = private.public_key().public_numbers()
+    jwks = tmp / "jwks.json"
+    jwks.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "RSA",
+                        "kid": kid,
+                        "use": "sig",
+                        "alg": "RS256",
+                        "n": b64u(numbers.n),
+                        "e": b64u(numbers.e),
+                    }
+                ]
+            }
+        )
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    now = int(time.time())
+    claims = {
+        "iss": "authgate",
+        "aud": "authgate-api",
+        "sub": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "sid": str(uuid.uuid4()),
+        "role": "user",
+    }
+    token = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid})
+    return token, public, jwks
+
+
+def wrk(url: str, token: str, connections: int, duration: int, threads: int = 2) -> dict:
+    """Run wrk and parse requests/s, p50 and p99 (ms) and the non-2xx count."""
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "rps": rps,
+        "p50": lat["50"],
+        "p99": lat["99"],
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else "",
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+class Stack:
+    """Starts and stops the processes of one benchmark run."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict[str, str], url: str, cwd: Path = REPO) -> None:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        wait_up(url, proc)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def gateway_env(port: int, upstream: str, **extra: str) -> dict[str, str]:
+    """Environment for our gateway in front of the fixed upstream."""
+    env = {
+        "GATEWAY_PORT": str(port),
+        "AUTH_SERVICE_URL": upstream,
+        "RATE_LIMIT_DEFAULT": HUGE_LIMIT,
+        "RATE_LIMIT_AUTH": HUGE_LIMIT,
+        "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2"),
+        "GATEWAY_THREADS": os.environ.get("GATEWAY_THREADS", "8"),
+        "GUNICORN_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("REDIS_URL", None)
+    env.update(extra)
+    return env
+
+
+def install_peer(tmp: Path) -> Path | None:
+    """Copy the Express peer to tmp and npm install it there (never in the repo)."""
+    if not PEER.exists() or not shutil.which("npm"):
+        return None
+    target = tmp / "express-gateway"
+    shutil.copytree(PEER, target, ignore=shutil.ignore_patterns("node_modules"))
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--silent"],
+        cwd=target,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return target
+
+
+def redis_up() -> bool:
+    """True when the shared Redis answers."""
+    try:
+        import redis
+
+        return bool(redis.Redis(socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def main() -> None:
+    """Run every configuration and print the table and ratios."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--single-duration", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    token, public_pem, jwks = make_key(tmp)
+    stack = Stack()
+    results: dict[str, dict] = {}
+    single: dict[str, dict] = {}
+    try:
+        up_port = free_port()
+        upstream = f"http://127.0.0.1:{up_port}"
+        stack.start(
+            [
+                str(BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{up_port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "16",
+                "--no-control-socket",
+                "--log-level",
+                "warning",
+                "--pythonpath",
+                str(REPO / "bench"),
+                "gateway_fixed_upstream:app",
+            ],
+            {"BENCH_JWKS_FILE": str(jwks)},
+            f"{upstream}/healthz",
+        )
+        targets = {"direct": upstream}
+
+        ours = free_port()
+        stack.start(
+            [str(BIN / "gunicorn"), "-c", str(REPO / "deploy/gunicorn_gateway.conf.py")],
+            gateway_env(ours, upstream),
+            f"http://127.0.0.1:{ours}/healthz",
+        )
+        targets["gateway (memory)"] = f"http://127.0.0.1:{ours}"
+
+        if redis_up():
+            ours_redis = free_port()
+            prefix = f"bench:{uuid.uuid4().hex}:rl:"
+            stack.start(
+                [str(BIN / "gunicorn"), "-c", str(REPO / "deploy/gunicorn_gateway.conf.py")],
+                gateway_env(
+                    ours_redis,
+                    upstream,
+                    REDIS_URL="redis://127.0.0.1:6379/0",
+                    GATEWAY_RATE_LIMIT_KEY_PREFIX=prefix,
+                ),
+                f"http://127.0.0.1:{ours_redis}/healthz",
+            )
+            targets["gateway (redis)"] = f"http://127.0.0.1:{ours_redis}"
+        else:
+            print("!! Redis on 127.0.0.1:6379 unreachable: skipping the Redis run")
+
+        peer_dir = install_peer(tmp)
+        if peer_dir is not None:
+            express = free_port()
+            stack.start(
+                ["node", "server.js"],
+                {
+                    "PORT": str(express),
+                    "UPSTREAM": upstream,
+                    "JWT_PUBLIC_KEY": public_pem,
+                    "JWT_ISSUER": "authgate",
+                    "JWT_AUDIENCE": "authgate-api",
+                    "NODE_ENV": "production",
+                },
+                f"http://127.0.0.1:{express}/healthz",
+                cwd=peer_dir,
+            )
+            targets["express peer"] = f"http://127.0.0.1:{express}"
+        else:
+            print("!! Express peer or npm unavailable: skipping it")
+
+        for name, base in targets.items():
+            url = base + TARGET
+            check = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            assert check.status_code == 200, (name, check.status_code, check.text[:200])
+            wrk(url, token, args.connections, 2)  # warm-up
+            results[name] = wrk(url, token, args.connections, args.duration)
+            single[name] = wrk(url, token, 1, args.single_duration, threads=1)
+    finally:
+        stack.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, single, args.connections)
+
+
+def report(results: dict[str, dict], single: dict[str, dict], connections: int) -> None:
+    """Print the figures and the ratios the targets are stated in."""
+    print(f"\nToken-checked GET {TARGET}, wrk {connections} connections (cores: {os.cpu_count()})")
+    print(f"{'target':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'1-conn p50':>12}{'non-2xx':>9}")
+    for name, r in results.items():
+        print(
+            f"{name:<18}{r['rps']:>10.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+            f"{single[name]['p50']:>12.3f}{r['non2xx'] + single[name]['non2xx']:>9}"
+        )
+    direct = results.get("direct")
+    express = results.get("express peer")
+    for name in ("gateway (memory)", "gateway (redis)"):
+        if name not in results:
+            continue
+        ours = results[name]
+        print(f"\n{name}:")
+        if direct:
+            print(f"  throughput vs direct      {ours['rps'] / direct['rps']:.2f}x")
+            added = single[name]["p50"] - single["direct"]["p50"]
+            print(f"  added p50, 1 connection   {added:.3f} ms   (target <= 1 ms)")
+        if express:
+            print(
+                f"  throughput vs Express     {ours['rps'] / express['rps']:.2f}x   "
+                f"(target >= 0.8x)"
+            )
+    if express and direct:
+        added = single["express peer"]["p50"] - single["direct"]["p50"]
+        print(
+            f"\nexpress peer: vs direct {express['rps'] / direct['rps']:.2f}x, "
+            f"added p50 1 connection {added:.3f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
