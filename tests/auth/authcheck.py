@@ -7,13 +7,11 @@ body (`type`, `status`, `errors[].field`) and what the database holds afterwards
 from __future__ import annotations
 
 import hashlib
-import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy
 from falcon import testing
 
@@ -21,17 +19,6 @@ from auth_service.db.models import RefreshToken, Session, User
 
 PROBLEM_BASE = "https://authgate.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
-
-# BUG (reported to the lead): the spec's Unauthorized response requires WWW-Authenticate,
-# but the 401s of login and refresh (domain errors) carry none, so strict response
-# validation turns them into 500s. Tests that pass through such a 401 on their way to
-# something else use a client with RESPONSE_VALIDATION=log and allow exactly this breach;
-# tests named *_strict_* pin the bug itself (xfail).
-KNOWN_401_BREACH = "header www-authenticate is missing"
-LOGIN_401_BUG = (
-    "BUG: 401 from login/refresh lacks the WWW-Authenticate header the spec's Unauthorized "
-    "response requires, so strict response validation answers 500"
-)
 
 
 def sha256_hex(token: str) -> str:
@@ -68,22 +55,6 @@ def assert_unauthorized_token(result: testing.Result) -> None:
     """A protected operation refused a token: 401 with the RFC 6750 invalid_token challenge."""
     assert_problem(result, 401)
     assert result.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-
-
-def spec_breaches(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """Messages of responses that broke the spec (logged by the validation middleware)."""
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "auth_service.validation" and record.levelno >= logging.ERROR
-    ]
-
-
-def assert_only_known_breaches(caplog: pytest.LogCaptureFixture) -> None:
-    """No response broke the spec, except the known missing WWW-Authenticate on 401."""
-    for message in spec_breaches(caplog):
-        assert message.endswith(KNOWN_401_BREACH), message
-        assert message.startswith(("response of login ", "response of refresh ")), message
 
 
 def engine(database_url: str) -> sqlalchemy.Engine:
