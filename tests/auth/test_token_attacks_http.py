@@ -121,34 +121,36 @@ def test_truncated_signature_is_refused(api: Api, victim: dict[str, Any]) -> Non
     assert_unauthorized_token(me(api, token.rsplit(".", 1)[0] + "."))
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        pytest.param({"exp": -60, "iat": -3660, "nbf": -3660}, id="expired"),
-        pytest.param({"nbf": 600}, id="not-yet-valid"),
-        pytest.param({"aud": "someone-else"}, id="wrong-aud"),
-        pytest.param({"aud": ["authgate-api", "someone-else"]}, id="aud-list"),
-        pytest.param({"iss": "evil"}, id="wrong-iss"),
-        pytest.param({"sid": None}, id="missing-sid"),
-        pytest.param({"exp": None}, id="missing-exp"),
-        pytest.param({"sub": None}, id="missing-sub"),
-        pytest.param({"iat": None}, id="missing-iat"),
-        pytest.param({"jti": None}, id="missing-jti"),
-        pytest.param({"iss": None}, id="missing-iss"),
-        pytest.param({"aud": None}, id="missing-aud"),
-        pytest.param({"sid": "not-a-uuid"}, id="bad-sid"),
-        pytest.param({"sid": "00000000-0000-0000-0000-000000000000"}, id="unknown-sid"),
-        pytest.param({"sub": "00000000-0000-0000-0000-000000000000"}, id="other-sub"),
-        pytest.param({"sub": "admin"}, id="non-uuid-sub"),
-    ],
-)
-def test_signed_token_with_bad_claims_is_refused(
-    api: Api, forger: Forger, change: dict[str, Any]
-) -> None:
-    now = int(time.time())
-    times = {k: now + v for k, v in change.items() if k in ("exp", "iat", "nbf") and v is not None}
-    claims = forger.changed(**{**change, **times})
-    assert_unauthorized_token(me(api, forger.sign(claims)))
+BAD_CLAIMS = [
+    ("expired", {"exp": -60, "iat": -3660, "nbf": -3660}),
+    ("not-yet-valid", {"nbf": 600}),
+    ("wrong-aud", {"aud": "someone-else"}),
+    ("aud-list", {"aud": ["authgate-api", "someone-else"]}),
+    ("wrong-iss", {"iss": "evil"}),
+    ("missing-sid", {"sid": None}),
+    ("missing-exp", {"exp": None}),
+    ("missing-sub", {"sub": None}),
+    ("missing-iat", {"iat": None}),
+    ("missing-jti", {"jti": None}),
+    ("missing-iss", {"iss": None}),
+    ("missing-aud", {"aud": None}),
+    ("bad-sid", {"sid": "not-a-uuid"}),
+    ("unknown-sid", {"sid": "00000000-0000-0000-0000-000000000000"}),
+    ("other-sub", {"sub": "00000000-0000-0000-0000-000000000000"}),
+    ("non-uuid-sub", {"sub": "admin"}),
+]
+
+
+def test_signed_token_with_bad_claims_is_refused(api: Api, forger: Forger) -> None:
+    for case, change in BAD_CLAIMS:
+        now = int(time.time())
+        times = {
+            k: now + v for k, v in change.items() if k in ("exp", "iat", "nbf") and v is not None
+        }
+        claims = forger.changed(**{**change, **times})
+        result = me(api, forger.sign(claims))
+        assert result.status_code == 401, case
+        assert_unauthorized_token(result)
 
 
 def test_unknown_kid_is_refused(api: Api, forger: Forger) -> None:
@@ -179,24 +181,23 @@ def test_token_of_deleted_user_is_refused(
     assert_unauthorized_token(me(api, victim["access_token"]))
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "garbage",
-        "a.b.c",
-        "...",
-        "eyJhbGciOiJSUzI1NiJ9",
-        "eyJhbGciOiJSUzI1NiJ9.e30.",
-        "e30.e30.e30",
-        "W10.W10.W10",
-        "x" * 9000,
-        "a.b.c.d.e",
-        "%%%.%%%.%%%",
-    ],
-    ids=lambda t: t[:20],
-)
-def test_garbage_token_is_refused(api: Api, victim: dict[str, Any], token: str) -> None:
-    assert_unauthorized_token(me(api, token))
+GARBAGE = [
+    "garbage",
+    "a.b.c",
+    "...",
+    "eyJhbGciOiJSUzI1NiJ9",
+    "eyJhbGciOiJSUzI1NiJ9.e30.",
+    "e30.e30.e30",
+    "W10.W10.W10",
+    "x" * 9000,
+    "a.b.c.d.e",
+    "%%%.%%%.%%%",
+]
+
+
+def test_garbage_token_is_refused(api: Api, victim: dict[str, Any]) -> None:
+    for token in GARBAGE:
+        assert_unauthorized_token(me(api, token))
 
 
 def test_crit_header_is_refused(api: Api, forger: Forger) -> None:
