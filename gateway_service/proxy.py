@@ -8,10 +8,11 @@ import math
 from collections.abc import Iterator
 from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import falcon
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util import SKIP_HEADER
 
@@ -84,14 +85,16 @@ class Upstream:
     def __init__(self, base_url: str, settings: Settings) -> None:
         """Build the pooled session once per process."""
         self.base_url = base_url
-        self.timeout = (settings.connect_timeout, settings.read_timeout)
+        self.prefix = urlsplit(base_url).path.rstrip("/")
+        self.timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
         self.breaker = CircuitBreaker(
             settings.breaker_failure_threshold, settings.breaker_reset_seconds
         )
         self.session = make_session(settings.pool_size)
-        # PERF/NOTE: send through the session's adapter directly: Session.send would
-        # consume (and decode) redirect bodies, run hooks and touch the cookie jar.
-        self.adapter = self.session.get_adapter(base_url)
+        # PERF/NOTE: proxy through the session adapter's urllib3 pool. Session.send would
+        # consume (and decode) redirect bodies, run hooks, touch the cookie jar, re-quote
+        # the URL and cost ~0.15 ms of preparation per request.
+        self.pool = self.session.get_adapter(base_url).poolmanager.connection_from_url(base_url)
 
 
 def make_session(pool_size: int) -> requests.Session:
@@ -342,35 +345,50 @@ class ProxySink:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 code="upstream_unavailable",
             )
+        # SECURITY: the path sent is the normalised one we authorised, re-encoded once.
+        target = upstream.prefix + quote(req.path, safe=_PATH_SAFE)
         query = req.env.get("QUERY_STRING")
-        url = upstream.base_url + quote(req.path, safe=_PATH_SAFE)
         if query:
-            url += "?" + query
+            target += "?" + query
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        upstream_resp = self._send(upstream, req.method, target, headers, body, req.path)
         try:
-            prepared = requests.Request(req.method, url, headers=headers, data=body).prepare()
-        except (requests.exceptions.InvalidHeader, ValueError):
-            upstream.breaker.record_success()
-            raise falcon.HTTPBadRequest(description="A request header is invalid.") from None
-        # NOTE: requests re-quotes URLs; send the exact bytes we authorised instead.
-        prepared.url = url
-        upstream_resp = self._send(upstream, prepared, req.method, req.path)
-        self._relay(req, resp, upstream_resp)
+            self._relay(req, resp, upstream_resp)
+        except urllib3.exceptions.HTTPError:
+            upstream_resp.close()
+            upstream.breaker.record_failure()
+            raise falcon.HTTPBadGateway(
+                description="The upstream service failed.", code="upstream_failed"
+            ) from None
 
     def _send(
-        self, upstream: Upstream, prepared: requests.PreparedRequest, method: str, path: str
-    ) -> requests.Response:
+        self,
+        upstream: Upstream,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        path: str,
+    ) -> urllib3.BaseHTTPResponse:
         retryable = method in _IDEMPOTENT and not path.endswith(_NO_RETRY_SUFFIXES)
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
             try:
-                result = upstream.adapter.send(prepared, stream=True, timeout=upstream.timeout)
-            except requests.Timeout:
-                upstream.breaker.record_failure()
-                raise falcon.HTTPGatewayTimeout(
-                    description="The upstream service did not answer in time.",
-                    code="upstream_timeout",
-                ) from None
-            except requests.ConnectionError:
+                result = upstream.pool.urlopen(
+                    method,
+                    target,
+                    body=body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    preload_content=False,
+                    decode_content=False,
+                    timeout=upstream.timeout,
+                )
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError):
+                # Nothing (or nothing usable) came back: safe to repeat only if idempotent.
                 if attempt + 1 < attempts:
                     continue
                 upstream.breaker.record_failure()
@@ -378,13 +396,22 @@ class ProxySink:
                     description="The upstream service could not be reached.",
                     code="upstream_unreachable",
                 ) from None
-            except (requests.RequestException, ValueError):
+            except urllib3.exceptions.TimeoutError:
+                upstream.breaker.record_failure()
+                raise falcon.HTTPGatewayTimeout(
+                    description="The upstream service did not answer in time.",
+                    code="upstream_timeout",
+                ) from None
+            except (urllib3.exceptions.HTTPError, OSError):
                 upstream.breaker.record_failure()
                 raise falcon.HTTPBadGateway(
-                    description="The upstream service failed.",
-                    code="upstream_failed",
+                    description="The upstream service failed.", code="upstream_failed"
                 ) from None
-            if result.status_code in (502, 503, 504):
+            except ValueError:
+                # http.client refuses header values with control characters.
+                upstream.breaker.record_success()
+                raise falcon.HTTPBadRequest(description="A request header is invalid.") from None
+            if result.status in (502, 503, 504):
                 upstream.breaker.record_failure()
             else:
                 upstream.breaker.record_success()
@@ -392,12 +419,11 @@ class ProxySink:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _relay(
-        self, req: falcon.Request, resp: falcon.Response, upstream_resp: requests.Response
+        self, req: falcon.Request, resp: falcon.Response, upstream_resp: urllib3.BaseHTTPResponse
     ) -> None:
-        raw = upstream_resp.raw
-        status = upstream_resp.status_code
-        content_type = raw.headers.get("Content-Type", "")
-        if status >= 400 and not _is_json(content_type):
+        upstream_headers = upstream_resp.headers
+        status = upstream_resp.status
+        if status >= 400 and not _is_json(upstream_headers.get("Content-Type", "")):
             # An upstream error page we cannot vouch for: never pass its body on.
             upstream_resp.close()
             write_problem(
@@ -408,27 +434,24 @@ class ProxySink:
                 code="upstream_error",
             )
             return
-        connection = raw.headers.get("Connection")
+        connection = upstream_headers.get("Connection")
         named = {t.strip().lower() for t in connection.split(",")} if connection else set()
-        for name, value in raw.headers.iteritems():
+        for name, value in upstream_headers.iteritems():
             lname = name.lower()
             if lname in _RESPONSE_DROP or lname in named or lname.startswith("access-control-"):
                 continue
             resp.append_header(name, value)
         resp.status = status
-        length = raw.headers.get("Content-Length")
+        length = upstream_headers.get("Content-Length")
         if req.method == "HEAD" or status in (204, 304):
             if length is not None and req.method == "HEAD":
                 resp.content_length = int(length)
-            raw.release_conn()
+            upstream_resp.release_conn()
             return
         if length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT:
-            try:
-                resp.data = raw.read(decode_content=False)
-            except Exception:
-                upstream_resp.close()
-                raise
-            raw.release_conn()
+            # PERF: small bodies in one read; Falcon then sets Content-Length itself.
+            resp.data = upstream_resp.read(decode_content=False)
+            upstream_resp.release_conn()
             return
         if length is not None and length.isdigit():
             resp.content_length = int(length)
@@ -438,18 +461,18 @@ class ProxySink:
 class _Relay:
     """Streams a large or unsized upstream body; returns the connection when done."""
 
-    def __init__(self, upstream_resp: requests.Response) -> None:
+    def __init__(self, upstream_resp: urllib3.BaseHTTPResponse) -> None:
         self._resp = upstream_resp
         self._done = False
 
     def __iter__(self) -> Iterator[bytes]:
-        yield from self._resp.raw.stream(_CHUNK, decode_content=False)
+        yield from self._resp.stream(_CHUNK, decode_content=False)
         self._done = True
 
     def close(self) -> None:
         """Pool the connection only when the body was read to the end."""
         if self._done:
-            self._resp.raw.release_conn()
+            self._resp.release_conn()
         else:
             # A half-read body would poison the next request on that connection.
             self._resp.close()

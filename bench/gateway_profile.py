@@ -1,0 +1,92 @@
+"""Profile the gateway's hot path in-process (cProfile): a token-checked proxied GET.
+
+Run: .venv/bin/python bench/gateway_profile.py [--requests 3000]
+Starts the fixed upstream under gunicorn, calls the WSGI app directly with a prepared
+environ (no gunicorn in the way), prints per-request time and the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway_bench import BIN, REPO, TARGET, Stack, free_port, make_key  # noqa: E402
+
+from gateway_service.app import create_app  # noqa: E402
+from gateway_service.settings import Settings  # noqa: E402
+
+
+def environ(token: str) -> dict:
+    """A WSGI environ like gunicorn's for GET TARGET."""
+    return {
+        "REQUEST_METHOD": "GET", "PATH_INFO": TARGET, "QUERY_STRING": "", "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.multithread": True,
+        "wsgi.multiprocess": True, "wsgi.run_once": False,
+        "HTTP_HOST": "127.0.0.1:8000", "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "HTTP_USER_AGENT": "bench", "HTTP_ACCEPT": "*/*",
+    }
+
+
+def main() -> None:
+    """Profile N requests and print the hot spots."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--redis", default="")
+    parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gwprof-"))
+    token, _, jwks = make_key(tmp)
+    stack = Stack()
+    try:
+        port = free_port()
+        upstream = f"http://127.0.0.1:{port}"
+        stack.start([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                     "--worker-class", "gthread", "--threads", "4", "--no-control-socket",
+                     "--log-level", "warning", "--pythonpath", str(REPO / "bench"),
+                     "gateway_fixed_upstream:app"], {"BENCH_JWKS_FILE": str(jwks)},
+                    f"{upstream}/healthz")
+        env = {"AUTH_SERVICE_URL": upstream, "RATE_LIMIT_DEFAULT": "1000000000/minute"}
+        if args.redis:
+            env["REDIS_URL"] = args.redis
+        app = create_app(Settings.from_env(env))
+
+        def one() -> None:
+            statuses = []
+            body = app(environ(token), lambda s, h, e=None: statuses.append(s))
+            b"".join(body)
+            if hasattr(body, "close"):
+                body.close()
+            assert statuses[0].startswith("200"), statuses
+
+        for _ in range(200):
+            one()
+        started = time.perf_counter()
+        for _ in range(args.requests):
+            one()
+        per = (time.perf_counter() - started) / args.requests * 1000
+        print(f"in-process, no profiler: {per:.3f} ms per request (includes the upstream)")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.requests):
+            one()
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        stats.sort_stats(args.sort).print_stats(45)
+    finally:
+        stack.stop_all()
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+if __name__ == "__main__":
+    main()
