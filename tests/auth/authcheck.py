@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy
 from falcon import testing
 
-from auth_service.db.models import RefreshToken, Session, User
+from auth_service.db.models import Base, RefreshToken, Session, User
 
 PROBLEM_BASE = "https://authgate.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -123,3 +123,14 @@ def live_sessions(database_url: str, user_id: str) -> list[Any]:
 def ago(seconds: float) -> datetime:
     """An aware UTC time `seconds` in the past."""
     return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+def empty_all_tables(database_url: str) -> None:
+    """Delete every row, children first (for tests that build their own app)."""
+    eng = engine(database_url)
+    try:
+        with eng.begin() as connection:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
+    finally:
+        eng.dispose()

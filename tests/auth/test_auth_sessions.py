@@ -120,6 +120,24 @@ def test_refresh_strict_mode_treats_any_second_use_as_reuse(make_client, databas
     assert_unauthorized_token(strict.simulate_get(ME, headers=bearer(rotated.json["access_token"])))
 
 
+@pytest.mark.xfail(
+    reason="BUG: grace 0 must make every second use reuse, but a used_at later than the "
+    "request's clock read (what a concurrent loser sees) gives a negative age < 0 s and 409",
+    strict=True,
+)
+def test_strict_mode_refresh_used_later_than_now_is_reuse(make_client, database_url: str) -> None:
+    strict = make_client(refresh_reuse_grace_seconds=0)
+    user = Api(strict).user("ada@example.com")
+    row = refresh_row(database_url, user["refresh_token"])
+    # The state a racing loser sees: the winner stamped used_at after the loser read the clock.
+    execute(
+        database_url,
+        sqlalchemy.update(RefreshToken).where(RefreshToken.id == row.id).values(used_at=ago(-0.5)),
+    )
+    assert_problem(refresh(strict, user["refresh_token"]), 401, "invalid-refresh-token")
+    assert session_row(database_url, row.session_id).revoked_at is not None
+
+
 def test_refresh_of_deactivated_user_is_401(api: Api, database_url: str) -> None:
     user = api.user("ada@example.com")
     set_user_flags(database_url, user["id"], is_active=False)
