@@ -19,22 +19,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_bench import BIN, REPO, TARGET, Stack, free_port, make_key  # noqa: E402
+from gateway_bench import BIN, REPO, TARGET, Stack, free_port, make_key
 
-from gateway_service.app import create_app  # noqa: E402
-from gateway_service.settings import Settings  # noqa: E402
+from gateway_service.app import create_app
+from gateway_service.settings import Settings
 
 
 def environ(token: str) -> dict:
     """A WSGI environ like gunicorn's for GET TARGET."""
     return {
-        "REQUEST_METHOD": "GET", "PATH_INFO": TARGET, "QUERY_STRING": "", "SCRIPT_NAME": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.multithread": True,
-        "wsgi.multiprocess": True, "wsgi.run_once": False,
-        "HTTP_HOST": "127.0.0.1:8000", "HTTP_AUTHORIZATION": f"Bearer {token}",
-        "HTTP_USER_AGENT": "bench", "HTTP_ACCEPT": "*/*",
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": TARGET,
+        "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "HTTP_USER_AGENT": "bench",
+        "HTTP_ACCEPT": "*/*",
     }
 
 
@@ -51,11 +63,27 @@ def main() -> None:
     try:
         port = free_port()
         upstream = f"http://127.0.0.1:{port}"
-        stack.start([str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                     "--worker-class", "gthread", "--threads", "4", "--no-control-socket",
-                     "--log-level", "warning", "--pythonpath", str(REPO / "bench"),
-                     "gateway_fixed_upstream:app"], {"BENCH_JWKS_FILE": str(jwks)},
-                    f"{upstream}/healthz")
+        stack.start(
+            [
+                str(BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "4",
+                "--no-control-socket",
+                "--log-level",
+                "warning",
+                "--pythonpath",
+                str(REPO / "bench"),
+                "gateway_fixed_upstream:app",
+            ],
+            {"BENCH_JWKS_FILE": str(jwks)},
+            f"{upstream}/healthz",
+        )
         env = {"AUTH_SERVICE_URL": upstream, "RATE_LIMIT_DEFAULT": "1000000000/minute"}
         if args.redis:
             env["REDIS_URL"] = args.redis
