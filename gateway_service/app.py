@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import falcon
 
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
+from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
 from gateway_service.proxy import ProxySink, Upstream, make_session
@@ -12,6 +15,8 @@ from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> falcon.App:
@@ -22,14 +27,22 @@ def create_app(settings: Settings) -> falcon.App:
     keys_session = make_session(2)
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
     verifier = TokenVerifier(settings, keys)
+    if keys is not None and not keys.prefetch():
+        # NOTE: not fatal: the auth service may start after us; keys load on first use.
+        log.warning("JWKS not available at start-up; will retry on first use")
     store: Store = (
         RedisStore.from_url(settings.redis_url, settings.redis_timeout_seconds)
         if settings.redis_url
         else MemoryStore()
     )
 
+    metrics = Metrics() if settings.metrics else None
     app = falcon.App(
-        middleware=[RequestContext(), SecurityHeaders(settings), Cors(settings)],
+        middleware=[
+            RequestContext(metrics, settings.access_log),
+            SecurityHeaders(settings),
+            Cors(settings),
+        ],
         cors_enable=False,
     )
     # NOTE: the gateway forwards bodies untouched; never let Falcon parse forms.
@@ -44,7 +57,9 @@ def create_app(settings: Settings) -> falcon.App:
     app.add_route("/openapi.json", OpenAPIDocument(spec))
     app.add_route("/docs", docs)
     app.add_route("/docs/assets/{name}", docs, suffix="asset")
-    app.add_sink(ProxySink(settings, table, upstreams, verifier, store), "/")
+    if metrics is not None:
+        app.add_route("/metrics", MetricsResource(metrics))
+    app.add_sink(ProxySink(settings, table, upstreams, verifier, store, metrics), "/")
     return app
 
 

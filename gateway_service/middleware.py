@@ -11,6 +11,7 @@ import uuid
 
 import falcon
 
+from gateway_service.metrics import Metrics
 from gateway_service.settings import Settings
 
 access_log = logging.getLogger("gateway_service.access")
@@ -70,6 +71,11 @@ def valid_traceparent(value: str | None) -> bool:
 class RequestContext:
     """Gives each request its id and trace context and normalises the path before routing."""
 
+    def __init__(self, metrics: Metrics | None = None, access_log_enabled: bool = True) -> None:
+        """Metrics and the JSON access log are both optional."""
+        self._metrics = metrics
+        self._log = access_log_enabled
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Set req.context.request_id / traceparent and the normalised req.path."""
         req.context.started = time.perf_counter()
@@ -93,20 +99,27 @@ class RequestContext:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        """Return the request id and write one JSON access-log line."""
+        """Return the request id, count the request, write one JSON access-log line."""
         request_id = getattr(req.context, "request_id", None)
         if request_id:
             resp.set_header("X-Request-ID", request_id)
-        if access_log.isEnabledFor(logging.INFO):
+        started = getattr(req.context, "started", None)
+        if started is None:
+            return
+        seconds = time.perf_counter() - started
+        route = getattr(req.context, "route", None) or req.uri_template or "unmatched"
+        if self._metrics is not None:
+            self._metrics.observe(route, req.method, resp.status_code, seconds)
+        if self._log and access_log.isEnabledFor(logging.INFO):
             identity = getattr(req.context, "identity", None)
             access_log.info(
                 json.dumps(
                     {
                         "request_id": request_id,
                         "method": req.method,
-                        "route": getattr(req.context, "route", None) or req.uri_template,
+                        "route": route,
                         "status": resp.status_code,
-                        "duration_ms": round((time.perf_counter() - req.context.started) * 1000, 3),
+                        "duration_ms": round(seconds * 1000, 3),
                         "user_id": identity.user_id if identity else None,
                     }
                 )

@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util import SKIP_HEADER
 
 from gateway_service.breaker import CircuitBreaker
+from gateway_service.metrics import Metrics
 from gateway_service.problems import write_problem
 from gateway_service.ratelimit import Outcome, Store, StoreUnavailable
 from gateway_service.routes import Decision, RouteTable
@@ -160,8 +161,10 @@ class ProxySink:
         upstreams: dict[str, Upstream],
         verifier: TokenVerifier,
         store: Store,
+        metrics: Metrics | None = None,
     ) -> None:
         """Wire the collaborators built by create_app."""
+        self._metrics = metrics
         self._table = table
         self._upstreams = upstreams
         self._verifier = verifier
@@ -239,6 +242,11 @@ class ProxySink:
         self._apply(resp, outcome)
 
     def _store_unavailable(self, decision: Decision, identity: Identity | None) -> None:
+        closed = (decision.rate is not None and not decision.fail_open) or (
+            identity is not None and not self._revocation_fail_open
+        )
+        if self._metrics is not None:
+            self._metrics.store_failures.labels("closed" if closed else "open").inc()
         if decision.rate is not None and not decision.fail_open:
             raise falcon.HTTPServiceUnavailable(
                 description="Rate limiting is unavailable; try again shortly.",

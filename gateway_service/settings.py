@@ -138,6 +138,8 @@ class Settings:
     breaker_reset_seconds: float = 30.0
     redis_timeout_seconds: float = 0.25
     hsts_max_age: int = 31536000
+    access_log: bool = True
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         """Check the cross-field rules (HS256 needs a strong secret, routes need upstreams)."""
@@ -209,6 +211,8 @@ class Settings:
             breaker_reset_seconds=env.float("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
             redis_timeout_seconds=env.float("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
             hsts_max_age=env.int("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
+            access_log=env.bool("GATEWAY_ACCESS_LOG", True),
+            metrics=env.bool("GATEWAY_METRICS", True),
         )
 
 

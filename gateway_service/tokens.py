@@ -91,7 +91,11 @@ class JwksKeys:
             if found is not None and not self._stale():
                 return found
             now = self._clock()
-            if self._attempted_at is None or now - self._attempted_at >= self._min_refresh:
+            # Until the first successful fetch, retry every second rather than every interval.
+            interval = (
+                self._min_refresh if self._fetched_at is not None else min(1.0, self._min_refresh)
+            )
+            if self._attempted_at is None or now - self._attempted_at >= interval:
                 self._attempted_at = now
                 self._refresh()
             if self._fetched_at is None:

@@ -3,6 +3,7 @@
 import sys
 
 from gateway_service.app import create_app
+from gateway_service.logs import configure_logging
 from gateway_service.settings import Settings
 
 _gunicorn_wsgi = sys.modules.get("gunicorn.http.wsgi")
@@ -12,4 +13,5 @@ if _gunicorn_wsgi is not None:
     # replaces it (an app-set Server header would be sent in addition, not instead).
     _gunicorn_wsgi.SERVER = "authgate"
 
+configure_logging()
 app = create_app(Settings.from_env())

@@ -251,3 +251,56 @@ def test_unexpected_error_is_bare_500(settings_for):
         "request_id": "r-500",
     }
     assert result.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_metrics_by_route_not_raw_path(settings_for, minter: Minter):
+    client = testing.TestClient(create_app(settings_for()))
+    for i in range(3):
+        assert client.simulate_get(f"/api/v1/catalog/item-{i}").status_code == 200
+    assert client.simulate_get("/api/v1/orders/1").status_code == 401
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    assert result.headers["Content-Type"].startswith("text/plain")
+    text = result.text
+    assert 'gateway_requests_total{method="GET",route="/api/v1/catalog",status="200"} 3.0' in text
+    assert 'gateway_requests_total{method="GET",route="/api/v1/orders",status="401"} 1.0' in text
+    assert "item-1" not in text
+
+
+def test_access_log_is_one_json_line(settings_for, minter: Minter, caplog):
+    client = testing.TestClient(create_app(settings_for()))
+    token = minter.token(sub="logged-user")
+    with caplog.at_level("INFO", logger="gateway_service.access"):
+        client.simulate_get(
+            "/api/v1/orders/1?secret=1",
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "log-1"},
+        )
+    lines = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway_service.access"
+    ]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["request_id"] == "log-1"
+    assert (line["method"], line["route"], line["status"]) == ("GET", "/api/v1/orders", 200)
+    assert line["user_id"] == "logged-user"
+    assert line["duration_ms"] > 0
+    assert "secret" not in json.dumps(line)
+
+
+def test_slow_client_does_not_hold_the_gateway(gateway: Gateway):
+    import socket
+    import time
+
+    slow = []
+    for _ in range(4):  # more idle, half-sent requests than... any sync worker could bear
+        sock = socket.create_connection(("127.0.0.1", gateway.port))
+        sock.sendall(b"GET /api/v1/catalog/x HTTP/1.1\r\nHost: x\r\n")
+        slow.append(sock)
+    try:
+        started = time.monotonic()
+        for _ in range(5):
+            assert requests.get(f"{gateway.url}/api/v1/catalog/x", timeout=5).status_code == 200
+        assert time.monotonic() - started < 2.0
+    finally:
+        for sock in slow:
+            sock.close()

@@ -142,9 +142,10 @@ def test_garbage_tokens(client, echo: Echo, garbage: str):
 
 
 def test_unknown_kid_refetches_at_most_once_per_interval(settings_for, echo: Echo, minter: Minter):
-    client = testing.TestClient(create_app(settings_for(GATEWAY_JWKS_MIN_REFRESH_SECONDS="1")))
-    stranger = make_rsa_key()
     before = echo.hits()
+    client = testing.TestClient(create_app(settings_for(GATEWAY_JWKS_MIN_REFRESH_SECONDS="1")))
+    assert echo.hits()["jwks"] - before["jwks"] == 1  # fetched at start-up
+    stranger = make_rsa_key()
     assert client.simulate_get(ORDERS, headers=bearer(minter.token())).status_code == 200
     for _ in range(5):  # inside the interval: no refetch at all
         result = client.simulate_get(ORDERS, headers=bearer(minter.token(key=stranger)))
