@@ -117,16 +117,14 @@ MALFORMED = [
 ]
 
 
-@pytest.mark.parametrize("op", BODY_OPERATIONS, ids=OPERATION_IDS)
-def test_malformed_json_is_400(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
+def check_malformed_json_is_400(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
     for raw in MALFORMED:
         result = send(api, admin, op, raw=raw, headers=JSON)
         assert_problem(result, 400, "malformed-json")
         watch.assert_clean(result, CANARY)
 
 
-@pytest.mark.parametrize("op", BODY_OPERATIONS, ids=OPERATION_IDS)
-def test_wrong_content_type_is_415(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
+def check_wrong_content_type_is_415(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
     raw = json.dumps(op[3]).encode()
     for content_type in (
         "text/plain",
@@ -148,10 +146,7 @@ def test_json_content_type_with_charset_is_accepted(api: Api) -> None:
     assert result.status_code == 201, result.text
 
 
-@pytest.mark.parametrize("op", BODY_OPERATIONS, ids=OPERATION_IDS)
-def test_missing_and_extra_fields_are_422_naming_the_field(
-    api: Api, admin: dict, watch: Watch, op: tuple
-) -> None:
+def check_missing_and_extra_fields_are_422(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
     extra = send(api, admin, op, body={**op[3], "surplus_field": CANARY})
     assert_problem(extra, 422, "validation-error", ["surplus_field"])
     watch.assert_clean(extra, CANARY)
@@ -163,12 +158,22 @@ def test_missing_and_extra_fields_are_422_naming_the_field(
         watch.assert_clean(missing, CANARY)
 
 
-@pytest.mark.parametrize("op", BODY_OPERATIONS, ids=OPERATION_IDS)
-def test_body_of_wrong_json_type_is_422(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
+def check_body_of_wrong_json_type_is_422(api: Api, admin: dict, watch: Watch, op: tuple) -> None:
     for body in ([], "text", 5, None, True, [op[3]]):
         result = send(api, admin, op, raw=json.dumps(body).encode(), headers=JSON)
         assert_problem(result, 422, "validation-error", ["body"])
         watch.assert_clean(result, CANARY)
+
+
+@pytest.mark.parametrize("op", BODY_OPERATIONS, ids=OPERATION_IDS)
+def test_every_body_operation_refuses_bad_bodies_precisely(
+    api: Api, admin: dict, watch: Watch, op: tuple
+) -> None:
+    """Malformed JSON 400, wrong content type 415, missing/extra/mistyped fields 422."""
+    check_malformed_json_is_400(api, admin, watch, op)
+    check_wrong_content_type_is_415(api, admin, watch, op)
+    check_missing_and_extra_fields_are_422(api, admin, watch, op)
+    check_body_of_wrong_json_type_is_422(api, admin, watch, op)
 
 
 WRONG_TYPES = [
