@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,14 @@ def wrk(url: str, token: str, connections: int, duration: int, threads: int = 2)
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Per-field median over rounds."""
+    return {
+        key: statistics.median(r[key] for r in runs) if key != "socket_errors" else ""
+        for key in runs[0]
+    }
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -217,9 +226,10 @@ def redis_up() -> bool:
 def main() -> None:
     """Run every configuration and print the table and ratios."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--single-duration", type=int, default=5)
+    parser.add_argument("--single-duration", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
     token, public_pem, jwks = make_key(tmp)
@@ -302,8 +312,16 @@ def main() -> None:
             check = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
             assert check.status_code == 200, (name, check.status_code, check.text[:200])
             wrk(url, token, args.connections, 2)  # warm-up
-            results[name] = wrk(url, token, args.connections, args.duration)
-            single[name] = wrk(url, token, 1, args.single_duration, threads=1)
+        # NOTE: rounds interleave the targets and the median is kept: on a small shared
+        # machine one run of one target can be off by a third.
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        singles: dict[str, list[dict]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, base in targets.items():
+                runs[name].append(wrk(base + TARGET, token, args.connections, args.duration))
+                singles[name].append(wrk(base + TARGET, token, 1, args.single_duration, 1))
+        results = {name: median_run(r) for name, r in runs.items()}
+        single = {name: median_run(r) for name, r in singles.items()}
     finally:
         stack.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -312,7 +330,10 @@ def main() -> None:
 
 def report(results: dict[str, dict], single: dict[str, dict], connections: int) -> None:
     """Print the figures and the ratios the targets are stated in."""
-    print(f"\nToken-checked GET {TARGET}, wrk {connections} connections (cores: {os.cpu_count()})")
+    print(
+        f"\nToken-checked GET {TARGET}, wrk {connections} connections "
+        f"(cores: {os.cpu_count()}; median of interleaved rounds)"
+    )
     print(f"{'target':<18}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'1-conn p50':>12}{'non-2xx':>9}")
     for name, r in results.items():
         print(

@@ -25,6 +25,7 @@ _DOCS_CSP = (
 )
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"
 CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_CORS_METHOD_SET = frozenset(m.strip() for m in CORS_METHODS.split(","))
 CORS_ALLOWED_HEADERS = (
     "authorization",
     "content-type",
@@ -180,7 +181,7 @@ class Cors:
         resp.complete = True
         req.context.route = "cors-preflight"
         resp.set_header("Vary", "Origin")
-        if not self._allowed(origin) or wanted_method.upper() not in CORS_METHODS:
+        if not self._allowed(origin) or wanted_method.upper() not in _CORS_METHOD_SET:
             return
         wanted_headers = req.get_header("Access-Control-Request-Headers") or ""
         headers = [h.strip().lower() for h in wanted_headers.split(",") if h.strip()]

@@ -59,6 +59,8 @@ _REQUEST_OWN = (
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
+        # SECURITY: an upstream trusting X-Real-IP would believe whatever the client says.
+        "x-real-ip",
         "x-request-id",
         "traceparent",
         "tracestate",

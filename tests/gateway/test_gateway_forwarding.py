@@ -154,10 +154,12 @@ def test_forwarded_headers_from_untrusted_peer(gateway: Gateway):
             ("X-Forwarded-Proto", "https"),
             ("X-Forwarded-Host", "evil.example"),
             ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
         ],
     )
     assert status == 200
     seen = seen_headers(json.loads(body))
+    assert "x-real-ip" not in seen
     assert seen["x-forwarded-for"] == "127.0.0.1"
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-forwarded-host"] == f"gw.example:{gateway.port}"
