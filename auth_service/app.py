@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon
 from sqlalchemy import Engine, text
@@ -15,6 +15,7 @@ from auth_service import problems
 from auth_service.authentication import BearerAuthentication
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
+from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.keys import KeyOperations
@@ -27,11 +28,19 @@ from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationList
-from auth_service.services.sessions import SessionService, TokenPolicy, revoke_user_sessions
+from auth_service.services.sessions import (
+    SessionEvents,
+    SessionService,
+    TokenPolicy,
+    revoke_user_sessions,
+)
 from auth_service.services.throttle import LoginThrottler
 from auth_service.settings import Settings
 from auth_service.spec import Contract
 from auth_service.validation import SpecValidation
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,19 @@ class Services:
     revocations: RevocationList
 
 
-def build_services(settings: Settings, *, mailer: Mailer | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    *,
+    mailer: Mailer | None = None,
+    session_events: SessionEvents | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Services:
     """Open the pool, load the keys and build the services (once per process)."""
     engine = make_engine(settings.database_url)
+    if tracer_provider is not None:
+        from auth_service.tracing import trace_engine
+
+        trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)
     hasher = PasswordHasher(settings.bcrypt_rounds)
     key_ring = KeyRing.load(
@@ -85,7 +104,9 @@ def build_services(settings: Settings, *, mailer: Mailer | None = None) -> Servi
             revocations.publish,
             allow_registration=settings.allow_registration,
         ),
-        sessions=SessionService(db, hasher, key_ring, policy, revocations, throttler),
+        sessions=SessionService(
+            db, hasher, key_ring, policy, revocations, throttler, events=session_events
+        ),
         password_resets=PasswordResetService(
             db,
             hasher,
@@ -114,17 +135,40 @@ def make_mailer(settings: Settings) -> Mailer:
 
 
 def create_app(
-    settings: Settings, *, mailer: Mailer | None = None, contract: Contract | None = None
+    settings: Settings,
+    *,
+    mailer: Mailer | None = None,
+    contract: Contract | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> falcon.App:
     """Build the auth service's WSGI app; refuses to start if spec and responders drift.
 
     Tests pass an already loaded `contract`: validating the spec takes about a second.
+    Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
+    is set; otherwise no tracing code runs at all.
     """
     contract = contract or Contract.from_file(settings.spec_path)
-    services = build_services(settings, mailer=mailer)
+    if tracer_provider is None and settings.otel_exporter_otlp_endpoint:
+        # NOTE: imported only when on: the exporter pulls in protobuf and the OTel SDK.
+        from auth_service.tracing import build_tracer_provider
+
+        tracer_provider = build_tracer_provider(
+            settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+        )
+    metrics = Metrics(settings.prometheus_multiproc_dir)
+    services = build_services(
+        settings, mailer=mailer, session_events=metrics, tracer_provider=tracer_provider
+    )
+    middleware: list[object] = []
+    if tracer_provider is not None:
+        from auth_service.tracing import RequestTracing
+
+        # First, so its span is current for everything after it and ends last.
+        middleware.append(RequestTracing(tracer_provider))
     app = falcon.App(
         middleware=[
-            RequestContext(),
+            *middleware,
+            RequestContext(metrics, settings.trusted_proxies),
             BearerAuthentication(
                 contract,
                 services.key_ring,
@@ -132,7 +176,9 @@ def create_app(
                 audience=settings.jwt_audience,
                 load_principal=services.sessions.principal,
             ),
-            SpecValidation(contract, settings.response_validation),
+            SpecValidation(
+                contract, settings.response_validation, on_breach=metrics.contract_breach
+            ),
         ],
     )
     # NOTE: the body is read and parsed by SpecValidation, never by Falcon's media handlers.
@@ -157,6 +203,7 @@ def create_app(
                     "database": lambda: _database_ready(services.engine),
                     "redis": services.revocations.ping,
                 },
+                metrics,
             ),
         ],
     )

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+ACCESS_LOGGER = "authgate.access"
+
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -29,13 +31,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """Lines for people: `... authgate.access POST /api/v1/auth/login 200 12.3ms rid=...`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The access line in its short form; any other record as usual."""
+        if record.name != ACCESS_LOGGER or not hasattr(record, "route"):
+            return super().formatMessage(record)
+        fields = record.__dict__
+        line = (
+            f"{record.asctime} {record.levelname} {record.name} "
+            f"{fields.get('method')} {fields.get('route')} "
+            f"{fields.get('status')} {fields.get('duration_ms', 0.0):.1f}ms "
+            f"rid={fields.get('request_id')} user={fields.get('user_id') or '-'} "
+            f"ip={fields.get('client_ip') or '-'}"
+        )
+        trace_id = fields.get("trace_id")
+        return f"{line} trace={trace_id}" if trace_id else line
+
+
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     """Send all logs to stderr, as JSON lines or as plain console lines."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

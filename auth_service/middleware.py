@@ -1,4 +1,4 @@
-"""Per-request context: the request id, and one access-log line per request."""
+"""Per-request context: the request id, and one access-log line and metric per request."""
 
 from __future__ import annotations
 
@@ -10,13 +10,21 @@ from typing import Any
 
 import falcon
 
+from auth_service.client import client_ip
+from auth_service.logs import ACCESS_LOGGER
+from auth_service.metrics import UNMATCHED_ROUTE, Metrics
+
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
-access_log = logging.getLogger("authgate.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 class RequestContext:
-    """Keeps or makes X-Request-ID, returns it, and logs the request when it ends."""
+    """Keeps or makes X-Request-ID, returns it, logs and counts the request when it ends."""
+
+    def __init__(self, metrics: Metrics, trusted_proxies: tuple[str, ...] = ()) -> None:
+        self._metrics = metrics
+        self._trusted_proxies = trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Start the clock and settle the request id."""
@@ -29,18 +37,26 @@ class RequestContext:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
-        """Echo the request id and write the access-log line (no bodies, no tokens)."""
+        """Echo the request id, count the request, write the access-log line (no bodies)."""
+        seconds = time.perf_counter() - req.context.started
         resp.set_header("X-Request-ID", req.context.request_id)
+        # NOTE: the route template, never the raw path: one series per route, not per id.
+        route = req.uri_template or UNMATCHED_ROUTE
+        status = resp.status_code
+        self._metrics.observe_request(route, req.method, status, seconds)
         principal = getattr(req.context, "principal", None)
         access_log.info(
             "request",
             extra={
                 "request_id": req.context.request_id,
+                # Set by RequestTracing when tracing is on; null otherwise.
+                "trace_id": getattr(req.context, "trace_id", None),
+                "span_id": getattr(req.context, "span_id", None),
                 "method": req.method,
-                "route": req.uri_template or "(unmatched)",
-                "status": resp.status_code,
-                "duration_ms": round((time.perf_counter() - req.context.started) * 1000, 2),
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
                 "user_id": str(principal.id) if principal is not None else None,
-                "client_ip": req.remote_addr,
+                "client_ip": client_ip(req, self._trusted_proxies),
             },
         )

@@ -53,6 +53,9 @@ class Settings:
     login_lockout_seconds: int = 900
     trusted_proxies: tuple[str, ...] = ()
     log_format: str = "json"
+    prometheus_multiproc_dir: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "authgate-auth"
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -109,6 +112,9 @@ class Settings:
             ),
             trusted_proxies=read.csv("TRUSTED_PROXIES"),
             log_format=read.choice("LOG_FORMAT", "json", ("json", "console")),
+            prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
+            otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otel_service_name=read.text("OTEL_SERVICE_NAME", "authgate-auth"),
         )
         settings.check()
         return settings
@@ -122,6 +128,10 @@ class Settings:
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if not self.password_reset_url.startswith(("http://", "https://")):
             raise SettingsError("PASSWORD_RESET_URL must be an http(s) URL")
+        if self.otel_exporter_otlp_endpoint and not self.otel_exporter_otlp_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -33,9 +34,15 @@ log = logging.getLogger(__name__)
 class SpecValidation:
     """Checks each request before its responder runs and each response after."""
 
-    def __init__(self, contract: Contract, response_validation: str) -> None:
+    def __init__(
+        self,
+        contract: Contract,
+        response_validation: str,
+        on_breach: Callable[[str], None] | None = None,
+    ) -> None:
         self._operations = operation_index(contract)
         self._response_mode = response_validation
+        self._on_breach = on_breach
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
@@ -68,6 +75,8 @@ class SpecValidation:
         breaches = response_breaches(op, resp)
         if not breaches:
             return
+        if self._on_breach is not None:
+            self._on_breach(op.operation_id)
         log.error(
             "response of %s breaks the spec: %s",
             op.operation_id,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import falcon
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from auth_service.docs import docs_page
+from auth_service.metrics import CONTENT_TYPE, Metrics
 from auth_service.problems import HTTPProblem
 from auth_service.spec import Contract
 
@@ -17,9 +17,12 @@ ReadinessCheck = Callable[[], bool | None]
 class OpsOperations:
     """Operator endpoints; none of them needs a token."""
 
-    def __init__(self, contract: Contract, checks: dict[str, ReadinessCheck]) -> None:
+    def __init__(
+        self, contract: Contract, checks: dict[str, ReadinessCheck], metrics: Metrics
+    ) -> None:
         self._spec_json = contract.json_bytes
         self._checks = checks
+        self._metrics = metrics
         self._docs = docs_page("Authgate auth service")
 
     def healthz(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -44,9 +47,9 @@ class OpsOperations:
         }
 
     def get_metrics(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """GET /metrics: Prometheus text format."""
-        resp.content_type = CONTENT_TYPE_LATEST
-        resp.data = generate_latest(REGISTRY)
+        """GET /metrics: Prometheus text format (every worker's values under gunicorn)."""
+        resp.content_type = CONTENT_TYPE
+        resp.data = self._metrics.exposition()
 
     def get_openapi(self, req: falcon.Request, resp: falcon.Response) -> None:
         """GET /openapi.json."""

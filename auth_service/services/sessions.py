@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
@@ -18,6 +19,35 @@ from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import normalize_email
 from auth_service.services.revocation import RevocationList
 from auth_service.services.throttle import LoginThrottler
+
+
+class SessionEvents(Protocol):
+    """Where sign-in and refresh outcomes are counted (the app's metrics)."""
+
+    def login(self, outcome: str) -> None:
+        """One login: success, bad_credentials, inactive or throttled."""
+
+    def refresh(self, outcome: str) -> None:
+        """One refresh: rotated, race, reuse or invalid."""
+
+
+class _Uncounted:
+    def login(self, outcome: str) -> None:
+        pass
+
+    def refresh(self, outcome: str) -> None:
+        pass
+
+
+class RefreshTokenReused(errors.InvalidRefreshToken):
+    """A rotated token presented after the grace window; the client sees any other 401."""
+
+
+_LOGIN_OUTCOMES: dict[type[errors.DomainError], str] = {
+    errors.InvalidCredentials: "bad_credentials",
+    errors.InactiveUser: "inactive",
+    errors.LoginThrottled: "throttled",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ class SessionService:
         policy: TokenPolicy,
         revocations: RevocationList,
         throttler: LoginThrottler,
+        events: SessionEvents | None = None,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
@@ -79,9 +110,20 @@ class SessionService:
         self._policy = policy
         self._revocations = revocations
         self._throttler = throttler
+        self._events = events or _Uncounted()
 
     def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Check the credentials and open a session; every failure looks the same."""
+        try:
+            pair = self._login(email, password, client)
+        except errors.DomainError as ex:
+            if type(ex) in _LOGIN_OUTCOMES:
+                self._events.login(_LOGIN_OUTCOMES[type(ex)])
+            raise
+        self._events.login("success")
+        return pair
+
+    def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         email = normalize_email(email)
         self._throttler.check(email)
         with self._sessions() as db:
@@ -110,6 +152,21 @@ class SessionService:
 
     def refresh(self, presented: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token: exactly one use wins; a later reuse ends the session."""
+        try:
+            pair = self._rotate(presented, client)
+        except errors.RefreshRace:
+            self._events.refresh("race")
+            raise
+        except RefreshTokenReused:
+            self._events.refresh("reuse")
+            raise
+        except errors.InvalidRefreshToken:
+            self._events.refresh("invalid")
+            raise
+        self._events.refresh("rotated")
+        return pair
+
+    def _rotate(self, presented: str, client: ClientInfo) -> TokenPair:
         now = utcnow()
         with self._sessions.begin() as db:
             found = db.execute(
@@ -148,7 +205,7 @@ class SessionService:
             )
         # SECURITY: reuse of a rotated token means it leaked; the whole session ends.
         self._revocations.publish(revoked)
-        raise errors.InvalidRefreshToken()
+        raise RefreshTokenReused()
 
     def logout(self, presented: str) -> None:
         """End the session the refresh token belongs to; unknown tokens are ignored."""

@@ -1,0 +1,114 @@
+"""Prometheus metrics of the auth service, correct under several gunicorn workers.
+
+Each app owns its metrics in a registry of its own (tests build many apps in one
+process). Under gunicorn, prometheus_client's multiprocess mode is on whenever
+PROMETHEUS_MULTIPROC_DIR is set: every worker writes its values to files in that
+directory, and `/metrics` sums all workers' files into a fresh registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# NOTE: the format the spec declares and generate_latest() writes by default;
+# prometheus_client 0.26's CONTENT_TYPE_LATEST says version=1.0.0 instead.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED_ROUTE = "(unmatched)"
+LOGIN_OUTCOMES = ("success", "bad_credentials", "inactive", "throttled")
+REFRESH_OUTCOMES = ("rotated", "race", "reuse", "invalid")
+
+# SECURITY: the method is client input; passing it through would let a client mint series.
+_KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+
+
+def known_method(method: str) -> str:
+    """The method, or "_OTHER" (OpenTelemetry's name) for one outside the HTTP standard."""
+    return method if method in _KNOWN_METHODS else "_OTHER"
+
+
+class Metrics:
+    """The counters and histograms the auth service exports at `/metrics`."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self._multiprocess_dir = multiprocess_dir
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "authgate_requests",
+            "Requests handled, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "authgate_request_duration_seconds",
+            "Time from the request's arrival in the app to its response, by route template.",
+            ["route", "method"],
+            registry=registry,
+        )
+        self.logins = Counter(
+            "authgate_logins", "Login attempts by outcome.", ["outcome"], registry=registry
+        )
+        self.refreshes = Counter(
+            "authgate_refreshes",
+            "Refresh-token presentations by outcome: rotated (200), race (409 in the grace "
+            "window), reuse (a rotated token replayed: session revoked), invalid (other 401s).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.contract_breaches = Counter(
+            "authgate_response_contract_breaches",
+            "Responses that broke the OpenAPI contract, by operationId.",
+            ["operation"],
+            registry=registry,
+        )
+        # NOTE: every outcome is exported from the start (at 0), so rate() and alerts see
+        # a series before the first event rather than "no data".
+        for outcome in LOGIN_OUTCOMES:
+            self.logins.labels(outcome)
+        for outcome in REFRESH_OUTCOMES:
+            self.refreshes.labels(outcome)
+        if multiprocess_dir is None:
+            # Process metrics only make sense for one process; multiprocess mode has none.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+    def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its duration under its route template."""
+        route = route or UNMATCHED_ROUTE
+        method = known_method(method)
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
+
+    def login(self, outcome: str) -> None:
+        """Count one login attempt (one of LOGIN_OUTCOMES)."""
+        self.logins.labels(outcome).inc()
+
+    def refresh(self, outcome: str) -> None:
+        """Count one refresh attempt (one of REFRESH_OUTCOMES)."""
+        self.refreshes.labels(outcome).inc()
+
+    def contract_breach(self, operation_id: str) -> None:
+        """Count one response that broke the spec."""
+        self.contract_breaches.labels(operation_id).inc()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text for `/metrics`: every worker's values when multiprocess."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        # NOTE: a fresh registry per scrape, as prometheus_client documents: the files of
+        # all workers (dead ones' counters included) are read and summed each time.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._multiprocess_dir)
+        return generate_latest(registry)
