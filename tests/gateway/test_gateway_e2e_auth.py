@@ -9,7 +9,16 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from conftest import GUNICORN, PYTHON, REPO, Gateway, free_port, launch_gateway, stop, wait_http
+from gateway_support import (
+    GUNICORN,
+    PYTHON,
+    REPO,
+    Gateway,
+    free_port,
+    launch_gateway,
+    stop,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 

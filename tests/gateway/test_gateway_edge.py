@@ -7,8 +7,8 @@ import json
 
 import pytest
 import requests
-from conftest import Echo, Gateway, Minter, free_port, gateway_env, launch_gateway, stop
 from falcon import testing
+from gateway_support import Echo, Gateway, Minter, free_port, gateway_env, launch_gateway, stop
 
 from gateway_service.app import create_app
 

@@ -6,7 +6,7 @@ import json
 import time
 
 import requests
-from conftest import Echo, Gateway, free_port, gateway_env
+from gateway_support import Echo, Gateway, free_port, gateway_env
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

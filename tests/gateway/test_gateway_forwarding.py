@@ -9,7 +9,7 @@ import re
 
 import pytest
 import requests
-from conftest import Echo, Gateway, Minter, gateway_env
+from gateway_support import Echo, Gateway, Minter, gateway_env
 
 
 def raw_request(

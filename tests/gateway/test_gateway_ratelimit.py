@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from conftest import Echo, Minter, gateway_env
+from gateway_support import Echo, Minter, gateway_env
 
 LOGIN = "/api/v1/auth/login"
 

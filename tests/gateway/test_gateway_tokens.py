@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 import redis
-from conftest import Echo, Minter, make_ec_key, make_rsa_key, public_pem
 from falcon import testing
+from gateway_support import Echo, Minter, make_ec_key, make_rsa_key, public_pem
 from jose import jwt
 
 from gateway_service.app import create_app

@@ -1,0 +1,309 @@
+"""Helpers for gateway tests: servers on free ports, test keys and tokens, raw upstreams."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jose import jwt
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+HERE = Path(__file__).resolve().parent
+
+
+PYTHON = sys.executable
+
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def free_port() -> int:
+    """Ask the kernel for a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll until url answers (any status) or fail with the process output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"server exited early ({proc.returncode}):\n{out[-3000:]}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a process we started and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def b64url_uint(value: int) -> str:
+    """Base64url of a big-endian unsigned integer, as JWK wants it."""
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@dataclass
+class SigningKey:
+    """A test signing key and its public JWK."""
+
+    kid: str
+    alg: str
+    private_pem: bytes
+    jwk: dict[str, str]
+
+
+def make_rsa_key(kid: str | None = None) -> SigningKey:
+    """A fresh RS256 key pair with its JWK."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    numbers = private.public_key().public_numbers()
+    kid = kid or uuid.uuid4().hex
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    jwk = {
+        "kty": "RSA",
+        "kid": kid,
+        "use": "sig",
+        "alg": "RS256",
+        "n": b64url_uint(numbers.n),
+        "e": b64url_uint(numbers.e),
+    }
+    return SigningKey(kid, "RS256", pem, jwk)
+
+
+def make_ec_key(kid: str | None = None) -> SigningKey:
+    """A fresh ES256 key pair with its JWK."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    numbers = private.public_key().public_numbers()
+    kid = kid or uuid.uuid4().hex
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    jwk = {
+        "kty": "EC",
+        "kid": kid,
+        "use": "sig",
+        "alg": "ES256",
+        "crv": "P-256",
+        "x": base64.urlsafe_b64encode(numbers.x.to_bytes(32, "big")).rstrip(b"=").decode(),
+        "y": base64.urlsafe_b64encode(numbers.y.to_bytes(32, "big")).rstrip(b"=").decode(),
+    }
+    return SigningKey(kid, "ES256", pem, jwk)
+
+
+def public_pem(key: SigningKey) -> str:
+    """The SPKI PEM of a key's public half (for the Express peer)."""
+    private = serialization.load_pem_private_key(key.private_pem, password=None)
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@dataclass
+class Minter:
+    """Mints access tokens like the auth service does, with overridable claims."""
+
+    key: SigningKey
+    issuer: str = "authgate"
+    audience: str = "authgate-api"
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        """A valid claim set; pass a value of None to drop a claim."""
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": str(uuid.uuid4()),
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "jti": uuid.uuid4().hex,
+            "sid": str(uuid.uuid4()),
+            "role": "user",
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(
+        self, key: SigningKey | None = None, headers: dict[str, Any] | None = None, **overrides: Any
+    ) -> str:
+        """Sign the claims (defaults: a fresh user and session, valid for 10 minutes)."""
+        key = key or self.key
+        return jwt.encode(
+            self.claims(**overrides),
+            key.private_pem.decode(),
+            algorithm=key.alg,
+            headers={"kid": key.kid, **(headers or {})},
+        )
+
+
+@dataclass
+class Echo:
+    """The running echo upstream."""
+
+    url: str
+    jwks_file: Path
+    keys: list[SigningKey] = field(default_factory=list)
+
+    def publish(self, *keys: SigningKey) -> None:
+        """Serve exactly these keys from /.well-known/jwks.json."""
+        self.keys = list(keys)
+        tmp = self.jwks_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"keys": [k.jwk for k in keys]}))
+        tmp.replace(self.jwks_file)
+
+    def hits(self) -> dict[str, int]:
+        """How many echo and JWKS requests have arrived so far."""
+        return requests.get(f"{self.url}/__hits", timeout=5).json()
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of our own that tests may stop."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Its URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def shutdown(self) -> None:
+        """Stop it (never the shared one)."""
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+def gateway_env(echo: Echo, **overrides: str) -> dict[str, str]:
+    """Environment for a gateway whose routes all point at the echo upstream."""
+    routes = [
+        {"prefix": "/api/v1/auth", "upstream": echo.url, "auth": "spec"},
+        {"prefix": "/api/v1/users", "upstream": echo.url, "auth": "spec"},
+        {"prefix": "/.well-known/jwks.json", "upstream": echo.url, "auth": "none"},
+        {"prefix": "/api/v1/orders", "upstream": echo.url, "auth": "required"},
+        {"prefix": "/api/v1/catalog", "upstream": echo.url, "auth": "none", "rate_limit": "none"},
+    ]
+    env = {
+        "AUTH_SERVICE_URL": echo.url,
+        "GATEWAY_ROUTES": json.dumps(routes),
+        "GATEWAY_READ_TIMEOUT": "1.5",
+        "GATEWAY_CONNECT_TIMEOUT": "1",
+        "GATEWAY_MAX_BODY_BYTES": "4096",
+        "RATE_LIMIT_DEFAULT": "100000/minute",
+        "RATE_LIMIT_AUTH": "100000/minute",
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Gateway:
+    """A gateway under real gunicorn."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen
+
+
+def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
+    """Start the gateway under gunicorn with the deploy config (gthread, N workers)."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
+    full_env.update(
+        {
+            "GATEWAY_PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "GATEWAY_THREADS": "8",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    full_env.update(env)
+    proc = subprocess.Popen(
+        [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_gateway.conf.py")],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    gateway = Gateway(f"http://127.0.0.1:{port}", port, proc)
+    try:
+        wait_http(f"{gateway.url}/healthz", proc=proc)
+    except Exception:
+        stop(proc)
+        raise
+    return gateway
+
+
+class RawUpstream(socketserver.ThreadingTCPServer):
+    """A socket server that answers every request with one fixed raw HTTP response."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, response: bytes, port: int = 0) -> None:
+        self.response = response
+        self.requests: list[bytes] = []
+        super().__init__(("127.0.0.1", port), _RawHandler)
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _RawHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        self.server.requests.append(data)
+        if self.server.response:
+            self.request.sendall(self.server.response)
