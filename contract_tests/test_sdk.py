@@ -1,0 +1,150 @@
+"""SDK proof: a Python client generated from the spec runs a real flow through the gateway.
+
+openapi-python-client generates the package into a temporary directory; a spec change
+that breaks generation, the client's types or its parsing of real answers fails here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from contract_support import ADMIN_EMAIL, ADMIN_PASSWORD, SPEC_PATH, Server
+
+GENERATOR = Path(sys.executable).with_name("openapi-python-client")
+PACKAGE = "authgate_client"
+
+
+@pytest.fixture(scope="module")
+def sdk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """Generate the client from openapi/auth.yaml and import it from a temp dir."""
+    if not GENERATOR.exists():
+        pytest.fail("openapi-python-client is not installed (pip install openapi-python-client)")
+    out = tmp_path_factory.mktemp("sdk")
+    env = {**os.environ, "PATH": f"{GENERATOR.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [
+            str(GENERATOR),
+            "generate",
+            "--path",
+            str(SPEC_PATH),
+            "--meta",
+            "none",
+            "--output-path",
+            str(out / PACKAGE),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Any warning means part of the spec did not become client code.
+    assert "Warning" not in result.stdout, result.stdout
+    sys.path.insert(0, str(out))
+    try:
+        yield importlib.import_module(PACKAGE)
+    finally:
+        sys.path.remove(str(out))
+        for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+            del sys.modules[name]
+
+
+def submodule(name: str) -> Any:
+    """A module of the generated package."""
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def test_generated_client_runs_a_real_flow_through_the_gateway(
+    sdk: ModuleType, gateway_service: Server
+) -> None:
+    """Register, log in, me, refresh, logout, admin paging, typed 401 and 422 problems."""
+    models = submodule("models")
+    auth = {
+        op: submodule(f"api.auth.{op}")
+        for op in ("register", "login", "get_me", "refresh", "logout")
+    }
+    list_users = submodule("api.users.list_users")
+    client = sdk.Client(base_url=gateway_service.url, raise_on_unexpected_status=True)
+    email = f"sdk-{uuid.uuid4().hex[:12]}@example.com"
+    password = "generated client passphrase"
+
+    created = auth["register"].sync(
+        client=client, body=models.RegisterRequest(email=email, password=password, full_name="SDK")
+    )
+    assert isinstance(created, models.User) and created.email == email
+
+    tokens = auth["login"].sync(
+        client=client, body=models.LoginRequest(email=email, password=password)
+    )
+    assert isinstance(tokens, models.TokenPair) and tokens.token_type == "bearer"
+
+    user_client = sdk.AuthenticatedClient(
+        base_url=gateway_service.url, token=tokens.access_token, raise_on_unexpected_status=True
+    )
+    me = auth["get_me"].sync(client=user_client)
+    assert isinstance(me, models.User) and me.id == created.id
+
+    rotated = auth["refresh"].sync(
+        client=client, body=models.RefreshRequest(refresh_token=tokens.refresh_token)
+    )
+    assert isinstance(rotated, models.TokenPair)
+    assert rotated.refresh_token != tokens.refresh_token
+
+    logged_out = auth["logout"].sync_detailed(
+        client=client, body=models.LogoutRequest(refresh_token=rotated.refresh_token)
+    )
+    assert logged_out.status_code == 204
+
+    # Typed 401: the session is over, so its access token is refused (gateway or auth).
+    refused = auth["get_me"].sync_detailed(
+        client=sdk.AuthenticatedClient(base_url=gateway_service.url, token=rotated.access_token)
+    )
+    assert refused.status_code == 401
+    assert isinstance(refused.parsed, models.Problem) and refused.parsed.status == 401
+    assert refused.headers["WWW-Authenticate"].lower().startswith("bearer")
+
+    # Typed 422: a password the spec allows in characters but not in bytes.
+    invalid = auth["register"].sync_detailed(
+        client=client, body=models.RegisterRequest(email=f"x{email}", password="é" * 40)
+    )
+    assert invalid.status_code == 422
+    assert isinstance(invalid.parsed, models.Problem)
+    assert [error.field for error in invalid.parsed.errors] == ["password"]
+
+    # Admin paging: two pages of one user each, consistent totals.
+    admin_tokens = auth["login"].sync(
+        client=client, body=models.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    )
+    admin = sdk.AuthenticatedClient(base_url=gateway_service.url, token=admin_tokens.access_token)
+    first = list_users.sync(client=admin, offset=0, limit=1)
+    second = list_users.sync(client=admin, offset=1, limit=1)
+    assert isinstance(first, models.UserPage) and isinstance(second, models.UserPage)
+    assert first.total >= 2 and first.total == second.total
+    assert (first.limit, len(first.items), second.offset) == (1, 1, 1)
+    assert first.items[0].id != second.items[0].id
+    # And a non-admin gets a typed 403.
+    forbidden = list_users.sync_detailed(client=user_client_for(sdk, gateway_service, models, auth))
+    assert forbidden.status_code == 403 and isinstance(forbidden.parsed, models.Problem)
+
+
+def user_client_for(sdk: ModuleType, server: Server, models: Any, auth: dict[str, Any]) -> Any:
+    """A client authenticated as a brand-new regular user."""
+    client = sdk.Client(base_url=server.url)
+    email = f"sdk-{uuid.uuid4().hex[:12]}@example.com"
+    auth["register"].sync(
+        client=client, body=models.RegisterRequest(email=email, password="p" * 12)
+    )
+    tokens = auth["login"].sync(
+        client=client, body=models.LoginRequest(email=email, password="p" * 12)
+    )
+    return sdk.AuthenticatedClient(base_url=server.url, token=tokens.access_token)
