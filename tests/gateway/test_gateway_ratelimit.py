@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import redis
 import requests
 from gateway_support import Echo, Minter, gateway_env
+
+from gateway_service.ratelimit import RedisStore, _window_keys
+from gateway_service.settings import Rate
 
 LOGIN = "/api/v1/auth/login"
 
@@ -162,3 +166,22 @@ def test_fail_modes_configurable(start_gateway, echo: Echo, private_redis):
     assert requests.post(f"{gw.url}{LOGIN}", json={}, timeout=5).status_code == 200
     refresh = requests.post(f"{gw.url}/api/v1/auth/refresh", json={}, timeout=5)
     assert refresh.status_code == 503
+
+
+def test_store_survives_script_flush_and_counts_exactly(private_redis):
+    store = RedisStore.from_url(private_redis.url, 0.5)
+    rate = Rate(3, 3600)
+    buckets = ["t:ip:1", "t:user:1"]
+    first = store.check(buckets, rate, "authgate:revoked-sid:abc")
+    assert (first.usage.remaining, first.usage.allowed, first.revoked) == (2, True, False)
+    redis.Redis.from_url(private_redis.url).script_flush()  # e.g. a Redis restart or failover
+    redis.Redis.from_url(private_redis.url).set("authgate:revoked-sid:abc", 1)
+    second = store.check(buckets, rate, "authgate:revoked-sid:abc")
+    assert (second.usage.remaining, second.revoked) == (1, True)
+    store.check(buckets, rate, None)
+    fourth = store.check(buckets, rate, None)
+    assert (fourth.usage.remaining, fourth.usage.allowed) == (0, False)
+    ttl = redis.Redis.from_url(private_redis.url).ttl(
+        _window_keys(["t:ip:1"], rate, time.time())[0]
+    )
+    assert 0 < ttl <= 3601
