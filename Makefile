@@ -12,8 +12,8 @@ export
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate create-admin test test-fast lint format bench up down logs \
-	compose-migrate compose-create-admin clean
+.PHONY: help install run migrate create-admin test contract contract-deep lint lint-tools format \
+	bench up down logs compose-migrate compose-create-admin clean
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -40,9 +40,24 @@ create-admin: $(STAMP) ## Create the first superuser (FIRST_SUPERUSER_EMAIL, pas
 test: $(STAMP) ## Run every test (real PostgreSQL/Redis when reachable; CI=true makes skips fail)
 	@scripts/run_tests.sh
 
-lint: $(STAMP) ## Lint the code and the spec
+contract: $(STAMP) ## Contract tests against live auth + gateway (CI profile, 1-3 min)
+	$(BIN)/pytest contract_tests
+
+contract-deep: $(STAMP) ## Contract tests with many more examples and longer walks (long)
+	CONTRACT_PROFILE=deep $(BIN)/pytest contract_tests --timeout=0
+
+SPECTRAL := .tools/lint/node_modules/.bin/spectral
+
+$(SPECTRAL):
+	@echo "==> Installing the spec linter (Spectral) under .tools/lint"
+	npm install --prefix .tools/lint --no-fund --no-audit --loglevel=error @stoplight/spectral-cli@6.16.3
+
+lint-tools: $(SPECTRAL) ## Install the spec style linter under .tools/ (needs npm)
+
+lint: $(STAMP) $(SPECTRAL) ## Lint the code (ruff) and the spec (Spectral, rules in .spectral.yaml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(SPECTRAL) lint openapi/auth.yaml --ruleset .spectral.yaml --fail-severity=warn
 
 format: $(STAMP) ## Format the code
 	$(BIN)/ruff format .
@@ -69,4 +84,4 @@ compose-create-admin: ## Create the first superuser inside the compose stack
 	docker compose exec auth python -m auth_service.cli create-admin
 
 clean: ## Remove the virtual environment and local state (var/)
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .tools
