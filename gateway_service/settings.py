@@ -133,7 +133,7 @@ class Settings:
     read_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     upstream_retries: int = 1
-    pool_size: int = 16
+    pool_size: int = 8
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 30.0
     redis_timeout_seconds: float = 0.25
@@ -206,7 +206,7 @@ class Settings:
             read_timeout=env.float("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
             max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
             upstream_retries=env.int("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
-            pool_size=env.int("GATEWAY_THREADS", 16, 1, 1024),
+            pool_size=env.int("GATEWAY_THREADS", 8, 1, 1024),
             breaker_failure_threshold=env.int("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
             breaker_reset_seconds=env.float("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
             redis_timeout_seconds=env.float("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),

@@ -366,3 +366,11 @@ def test_no_client_user_agent_means_none_upstream(gateway: Gateway):
     seen = seen_headers(json.loads(body))
     assert seen["user-agent"] == "client/1.0"
     assert seen["accept-encoding"] == "gzip"
+
+
+def test_head_has_length_but_no_body(gateway: Gateway):
+    resp = requests.head(f"{gateway.url}/api/v1/catalog/x", timeout=5)
+    assert resp.status_code == 200
+    assert resp.content == b""
+    assert int(resp.headers["Content-Length"]) > 100  # the GET's length, as the echo says
+    assert resp.headers["Content-Type"] == "application/json"
