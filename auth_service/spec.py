@@ -22,7 +22,7 @@ from openapi_core import OpenAPI
 from openapi_schema_validator import OAS30ReadValidator, OAS31Validator
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SAFE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # NOTE: the same format checker openapi-core uses for OAS 3.1 (openapi-core issue #506).
 FORMAT_CHECKER = OAS30ReadValidator.FORMAT_CHECKER
 
@@ -213,7 +213,9 @@ def _describe(location: str, error: SchemaError) -> FieldError:
         error.instance, dict
     ):
         allowed = error.schema.get("properties", {})
-        named = [name for name in error.instance if name not in allowed and _NAME.match(name)]
+        named = [
+            name for name in error.instance if name not in allowed and SAFE_FIELD_NAME.match(name)
+        ]
         return FieldError(_field(location, [*parts, *named[:1]]), "unexpected", "is not allowed")
     message = _MESSAGES.get(keyword, "is invalid").format(value=error.validator_value)
     return FieldError(_field(location, parts), keyword, message)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
 
 from auth_service.problems import PROBLEM_CONTENT_TYPE, HTTPProblem, problem_body
 from auth_service.spec import (
+    SAFE_FIELD_NAME,
     Contract,
     FieldError,
     Operation,
@@ -160,7 +161,39 @@ def _read_body(req: falcon.Request, op: Operation, errors: list[FieldError]) -> 
     body = parse_json(raw)
     assert op.body_validator is not None
     errors.extend(field_errors("body", op.body_validator, body))
+    errors.extend(unstorable_strings(body))
     return body
+
+
+def unstorable_strings(value: Any, path: tuple[str, ...] = ()) -> Iterator[FieldError]:
+    """Strings no database can keep: NUL characters and unpaired UTF-16 surrogates.
+
+    Both are valid JSON escapes, but PostgreSQL refuses NUL in text and no driver can
+    encode a lone surrogate, so they are a 422 naming the field rather than a 500.
+    """
+    if isinstance(value, str):
+        if "\x00" in value or not _utf8_encodable(value):
+            yield FieldError(
+                ".".join(path) or "body",
+                "invalid-characters",
+                "must not contain NUL characters or unpaired surrogates",
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            # SECURITY: only names that look like field names are echoed back.
+            name = key if SAFE_FIELD_NAME.match(key) else "?"
+            yield from unstorable_strings(item, (*path, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from unstorable_strings(item, (*path, str(index)))
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_json(raw: bytes) -> Any:

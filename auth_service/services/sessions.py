@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import select, update
@@ -131,10 +131,9 @@ class SessionService:
         if user is None:
             # SECURITY: same bcrypt work as a wrong password, so timing reveals nothing.
             self._hasher.dummy_verify(password)
-            self._fail(email)
-        elif not self._hasher.verify(password, user.hashed_password):
-            self._fail(email)
-        assert user is not None
+            raise self._failed_login(email)
+        if not self._hasher.verify(password, user.hashed_password):
+            raise self._failed_login(email)
         if not user.is_active:
             raise errors.InactiveUser()
         self._throttler.reset(email)
@@ -196,7 +195,7 @@ class SessionService:
                 )
                 return self._pair(user, session.id, new_refresh)
             used_at = db.scalar(select(RefreshToken.used_at).where(RefreshToken.id == token.id))
-            in_grace = used_at is not None and now - used_at < self._policy.reuse_grace
+            in_grace = self._within_grace(used_at)
             if not in_grace:
                 revoked = revoke_session(db, session.id)
         if in_grace:
@@ -236,9 +235,18 @@ class SessionService:
                 )
             ).one_or_none()
 
-    def _fail(self, email: str) -> None:
+    def _failed_login(self, email: str) -> errors.InvalidCredentials:
         self._throttler.record_failure(email)
-        raise errors.InvalidCredentials("Invalid email or password.")
+        return errors.InvalidCredentials("Invalid email or password.")
+
+    def _within_grace(self, used_at: datetime | None) -> bool:
+        """Whether a lost race is benign: the winner rotated the token moments ago."""
+        grace = self._policy.reuse_grace
+        if used_at is None or not grace:
+            return False  # NOTE: grace 0 is strict: every second use is reuse.
+        # NOTE: the age is taken now, after the claim was lost, never from a clock read
+        # before it: the winner may have stamped used_at after that earlier read.
+        return utcnow() - used_at < grace
 
     def _add_refresh_token(
         self, db: DbSession, session: Session, client: ClientInfo

@@ -120,11 +120,6 @@ def test_refresh_strict_mode_treats_any_second_use_as_reuse(make_client, databas
     assert_unauthorized_token(strict.simulate_get(ME, headers=bearer(rotated.json["access_token"])))
 
 
-@pytest.mark.xfail(
-    reason="BUG: grace 0 must make every second use reuse, but a used_at later than the "
-    "request's clock read (what a concurrent loser sees) gives a negative age < 0 s and 409",
-    strict=True,
-)
 def test_strict_mode_refresh_used_later_than_now_is_reuse(make_client, database_url: str) -> None:
     strict = make_client(refresh_reuse_grace_seconds=0)
     user = Api(strict).user("ada@example.com")

@@ -97,16 +97,6 @@ def test_parallel_refreshes_with_one_token_one_wins(
     assert me.status_code == 200
 
 
-GRACE_ZERO_RACE_BUG = (
-    "BUG (racy, so not strict): with REFRESH_REUSE_GRACE_SECONDS=0 a loser whose clock read "
-    "(`now`, taken before the UPDATE) precedes the winner's used_at sees a negative age, "
-    "which is < 0 s grace, and gets 409 instead of 401 (services/sessions.py, in_grace); "
-    "deterministic twin: test_auth_sessions.py::"
-    "test_strict_mode_refresh_used_later_than_now_is_reuse"
-)
-
-
-@pytest.mark.xfail(reason=GRACE_ZERO_RACE_BUG, strict=False)
 def test_parallel_refreshes_without_grace_one_wins_and_session_ends(
     pg_client: ClientFactory, migrated_postgres: str
 ) -> None:
