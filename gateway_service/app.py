@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> falcon.App:
         else MemoryStore()
     )
 
-    metrics = Metrics() if settings.metrics else None
+    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
     app = falcon.App(
         middleware=[
             RequestContext(metrics, settings.access_log),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import falcon
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,9 +16,14 @@ from prometheus_client import (
 class Metrics:
     """The gateway's counters; correct under several gunicorn workers via multiprocess mode."""
 
-    def __init__(self) -> None:
-        """Register the metrics in a registry of our own (tests build many apps)."""
-        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        """Register the metrics in a registry of our own (tests build many apps).
+
+        NOTE: prometheus_client itself reads PROMETHEUS_MULTIPROC_DIR to store values in
+        files; `multiprocess_dir` (the same variable, from Settings) makes /metrics
+        aggregate every worker's files.
+        """
+        self._multiprocess = bool(multiprocess_dir)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gateway_requests_total",

@@ -140,6 +140,7 @@ class Settings:
     hsts_max_age: int = 31536000
     access_log: bool = True
     metrics: bool = True
+    prometheus_multiproc_dir: str | None = None
 
     def __post_init__(self) -> None:
         """Check the cross-field rules (HS256 needs a strong secret, routes need upstreams)."""
@@ -213,6 +214,7 @@ class Settings:
             hsts_max_age=env.int("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
             access_log=env.bool("GATEWAY_ACCESS_LOG", True),
             metrics=env.bool("GATEWAY_METRICS", True),
+            prometheus_multiproc_dir=env.str("PROMETHEUS_MULTIPROC_DIR", "") or None,
         )
 
 

@@ -304,3 +304,14 @@ def test_slow_client_does_not_hold_the_gateway(gateway: Gateway):
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_metrics_sum_over_gunicorn_workers(start_gateway, echo: Echo, tmp_path):
+    gw = start_gateway(gateway_env(echo, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)), workers=2)
+    for _ in range(20):  # new connections: both workers get some
+        assert requests.get(f"{gw.url}/api/v1/catalog/m", timeout=5).status_code == 200
+    for _ in range(3):  # whichever worker answers, it reports every worker's counts
+        text = requests.get(f"{gw.url}/metrics", timeout=5).text
+        assert (
+            'gateway_requests_total{method="GET",route="/api/v1/catalog",status="200"} 20.0' in text
+        )
