@@ -35,6 +35,7 @@ GUNICORN_CONFS = {
     "auth": ROOT / "deploy" / "gunicorn_auth.conf.py",
     "gateway": ROOT / "deploy" / "gunicorn_gateway.conf.py",
 }
+GUNICORN_COMMON = ROOT / "deploy" / "gunicorn_common.py"
 SETTINGS_MODULES = [ROOT / "auth_service" / "settings.py", ROOT / "gateway_service" / "settings.py"]
 
 # DESIGN §8: operators and deploy scripts rely on these exact names.
@@ -586,12 +587,14 @@ def _env_names_read_by(path: Path) -> set[str]:
 def test_env_name_scanner_finds_names() -> None:
     # Guards the check below against a regex that silently matches nothing.
     names = _env_names_read_by(GUNICORN_CONFS["auth"])
-    assert {"AUTH_PORT", "AUTH_HOST", "TRUSTED_PROXIES", "WEB_CONCURRENCY"} <= names, names
+    assert {"AUTH_PORT", "AUTH_HOST", "AUTH_THREADS"} <= names, names
+    shared = _env_names_read_by(GUNICORN_COMMON)
+    assert {"TRUSTED_PROXIES", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"} <= shared, shared
 
 
 @pytest.mark.parametrize(
     "path",
-    [*SETTINGS_MODULES, *GUNICORN_CONFS.values()],
+    [*SETTINGS_MODULES, *GUNICORN_CONFS.values(), GUNICORN_COMMON],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_variable_read_is_in_env_example(

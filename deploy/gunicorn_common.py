@@ -1,0 +1,116 @@
+"""Gunicorn settings shared by both services; each service's config file adds its own.
+
+Everything is read from the environment (12-factor) each time a config file is loaded;
+a bad value stops start-up with a message naming the variable.
+"""
+
+import glob
+import ipaddress
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """Read an integer setting, refusing junk with a message naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RuntimeError(f"{name} must be an integer, got a non-numeric value") from None
+    if value < minimum:
+        raise RuntimeError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _trusted_networks(name: str) -> str:
+    """Read a comma list of IPs/CIDRs; empty means trust nobody."""
+    raw = os.environ.get(name, "")
+    try:
+        # strict=False and normalised, as the apps read it: 10.0.0.1/8 means 10.0.0.0/8
+        # (gunicorn's own validator would refuse it with a less helpful message).
+        networks = [
+            str(ipaddress.ip_network(part.strip(), strict=False))
+            for part in raw.split(",")
+            if part.strip()
+        ]
+    except ValueError:
+        raise RuntimeError(f"{name} must be comma-separated IPs or CIDRs") from None
+    return ",".join(networks)
+
+
+def shared_settings() -> dict[str, Any]:
+    """The gunicorn settings of both services, read from the environment now."""
+    trusted = _trusted_networks("TRUSTED_PROXIES")
+    return {
+        "workers": env_int("WEB_CONCURRENCY", 2),
+        # NOTE: a sync worker is held by one slow client (DESIGN §10): threads, always.
+        "worker_class": "gthread",
+        # With gthread, `timeout` only catches a worker whose main loop is stuck: a request
+        # running long in a thread does not trip it. Request deadlines are therefore the
+        # apps' job (auth: short SQLAlchemy connect/pool timeouts -> fast 503; gateway:
+        # GATEWAY_CONNECT_TIMEOUT/GATEWAY_READ_TIMEOUT -> 504, the latter near or below
+        # graceful_timeout, which bounds how long a restart waits for in-flight requests).
+        "timeout": 30,
+        "graceful_timeout": 20,
+        "keepalive": 5,
+        # SECURITY: gunicorn's default trusts X-Forwarded-Proto etc. from loopback, and
+        # reads FORWARDED_ALLOW_IPS at import time; both are set explicitly so only
+        # TRUSTED_PROXIES (empty: nobody) may claim the scheme. The PROXY-protocol and
+        # uwsgi listeners are off, but their allow-lists are pinned the same way.
+        "forwarded_allow_ips": trusted,
+        "proxy_allow_ips": trusted,
+        "uwsgi_allow_ips": trusted,
+        # SECURITY: nothing is mounted under a prefix, so no proxy may rewrite SCRIPT_NAME
+        # or PATH_INFO (gunicorn's default lets a trusted peer set both: choose the route).
+        "forwarder_headers": "",
+        # Request-line and header limits: gunicorn's defaults, written down so a change is
+        # a decision. Bearer tokens and cookies fit in 8 KB per field; request bodies are
+        # capped by the apps (413).
+        "limit_request_line": 4094,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        # The apps write one JSON line per request; gunicorn's access log would double it.
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "info"),
+        # Worker heartbeat files on tmpfs: on a container's overlay filesystem a slow disk
+        # can stall the heartbeat and get healthy workers killed.
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108
+        # Gunicorn >= 25.1 opens a control socket at one fixed path per user; the two
+        # services (and e2e tests) on one host would fight over it, and nothing uses it.
+        "control_socket_disable": True,
+        # NOTE: gunicorn always writes "Server: gunicorn" (no setting turns it off in 27.x,
+        # and an app's Server header is sent in addition, not instead);
+        # gateway_service/wsgi.py replaces the name gunicorn uses, once per worker.
+        "on_starting": on_starting,
+        "child_exit": child_exit,
+    }
+
+
+def _prometheus_dir() -> str:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+
+
+def on_starting(server: "Arbiter") -> None:
+    """Start every master with an empty Prometheus multiprocess directory."""
+    directory = _prometheus_dir()
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        # Files left by a previous run would be summed into this run's counters. Only
+        # prometheus_client's own *.db files go: a mistyped directory must not be wiped.
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+
+
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
+    """Drop a dead worker's live gauges so /metrics stops reporting them."""
+    if _prometheus_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
