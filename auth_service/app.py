@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import falcon
+from opentelemetry.trace import TracerProvider
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -37,10 +38,8 @@ from auth_service.services.sessions import (
 from auth_service.services.throttle import LoginThrottler
 from auth_service.settings import Settings
 from auth_service.spec import Contract
+from auth_service.tracing import RequestTracing, build_tracer_provider, trace_engine
 from auth_service.validation import SpecValidation
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import TracerProvider
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,6 @@ def build_services(
     """Open the pool, load the keys and build the services (once per process)."""
     engine = make_engine(settings.database_url)
     if tracer_provider is not None:
-        from auth_service.tracing import trace_engine
-
         trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)
     hasher = PasswordHasher(settings.bcrypt_rounds)
@@ -148,10 +145,7 @@ def create_app(
     is set; otherwise no tracing code runs at all.
     """
     contract = contract or Contract.from_file(settings.spec_path)
-    if tracer_provider is None and settings.otel_exporter_otlp_endpoint:
-        # NOTE: imported only when on: the exporter pulls in protobuf and the OTel SDK.
-        from auth_service.tracing import build_tracer_provider
-
+    if tracer_provider is None:
         tracer_provider = build_tracer_provider(
             settings.otel_exporter_otlp_endpoint, settings.otel_service_name
         )
@@ -161,8 +155,6 @@ def create_app(
     )
     middleware: list[object] = []
     if tracer_provider is not None:
-        from auth_service.tracing import RequestTracing
-
         # First, so its span is current for everything after it and ends last.
         middleware.append(RequestTracing(tracer_provider))
     app = falcon.App(

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 ACCESS_LOGGER = "authgate.access"
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
@@ -26,6 +28,13 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
+        if "trace_id" not in entry:
+            # Any line written while a traced request runs (an error, a breach) joins its
+            # trace. With tracing off the current span is OpenTelemetry's invalid no-op.
+            span_context = trace.get_current_span().get_span_context()
+            if span_context.is_valid:
+                entry["trace_id"] = trace.format_trace_id(span_context.trace_id)
+                entry["span_id"] = trace.format_span_id(span_context.span_id)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

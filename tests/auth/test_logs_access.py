@@ -6,6 +6,7 @@ writes to stderr, plus every record pytest captured.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -126,6 +127,29 @@ def test_access_line_carries_the_trace_id_when_tracing_is_on(
     assert continued["trace_id"] == TRACE_ID
     assert re.fullmatch(r"[0-9a-f]{16}", continued["span_id"])
     assert re.fullmatch(r"[0-9a-f]{32}", fresh["trace_id"]) and fresh["trace_id"] != TRACE_ID
+
+
+def test_other_lines_of_a_traced_request_join_its_trace(
+    settings: Settings,
+    contract: Contract,
+    service_logging: Callable[[str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A contract the server no longer meets, so the request logs a breach (mode "log").
+    document = copy.deepcopy(contract.document)
+    document["components"]["schemas"]["Health"]["properties"]["status"]["enum"] = ["fine"]
+    logged = replace(settings, response_validation="log")
+    app = create_app(logged, contract=Contract(document), tracer_provider=TracerProvider())
+    service_logging("json")
+    testing.TestClient(app).simulate_get("/healthz", headers={"traceparent": TRACEPARENT})
+    logging.getLogger("authgate.test").warning("outside any request")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [breach] = [line for line in lines if line["logger"] == "auth_service.validation"]
+    assert breach["level"] == "error" and breach["operation"] == "healthz"
+    assert breach["trace_id"] == TRACE_ID
+    [outside] = [line for line in lines if line["logger"] == "authgate.test"]
+    assert "trace_id" not in outside
 
 
 def test_console_access_line_is_readable(

@@ -6,6 +6,7 @@ config with two workers and checks that /metrics sums both workers exactly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -189,50 +190,65 @@ def test_apps_keep_their_own_counts(make_client: AppFactory) -> None:
 # --------------------------------------------------------------------------- gunicorn
 
 
-@pytest.fixture
-def gunicorn_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The auth service under the real gunicorn config: 2 workers, multiprocess metrics."""
+@contextlib.contextmanager
+def running_auth_service(tmp_path: Path, **extra_env: str) -> Iterator[str]:
+    """The auth service under the real gunicorn config with 2 workers; yields its base URL."""
     database_url = f"sqlite:///{tmp_path / 'auth.db'}"
     upgrade(database_url)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    metrics_dir = tmp_path / "prometheus"
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))},
         "AUTH_PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "AUTH_THREADS": "4",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "DATABASE_URL": database_url,
         "AUTHGATE_VAR_DIR": str(tmp_path / "var"),
         "BCRYPT_ROUNDS": "4",
-        "LOGIN_MAX_FAILURES": "100",
+        "REDIS_URL": "",
+        **extra_env,
     }
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn_auth.conf.py")],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not start: {(tmp_path / 'gunicorn.log').read_text()}")
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "deploy" / "gunicorn_auth.conf.py"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not start: {log_path.read_text()[-3000:]}")
+                try:
+                    if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture
+def gunicorn_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Two workers with prometheus_client's multiprocess mode on."""
+    metrics_dir = tmp_path / "prometheus"
+    with running_auth_service(
+        tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOGIN_MAX_FAILURES="100"
+    ) as base:
         yield base, metrics_dir
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def fresh_connection(method: str, url: str, **kwargs: Any) -> requests.Response:

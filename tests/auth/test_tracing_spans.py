@@ -13,8 +13,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from auth_api import PASSWORD, Api, bearer
 from falcon import testing
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -22,9 +25,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from test_metrics_prometheus import running_auth_service
 
 from auth_service.app import create_app
-from auth_service.settings import Settings
+from auth_service.settings import Settings, SettingsError
 from auth_service.spec import Contract
 from auth_service.tracing import build_tracer_provider
 
@@ -244,6 +248,22 @@ def test_spans_are_exported_over_otlp_http_protobuf(
     assert "GET /readyz" in {span.name for span in spans}
 
 
+@pytest.mark.parametrize("endpoint", ["localhost:4318", "grpc://collector:4317", "ftp://x"])
+def test_settings_refuse_an_endpoint_that_is_not_http(endpoint: str) -> None:
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
+        Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+
+
+def test_settings_read_the_otel_variables() -> None:
+    assert Settings.from_env({}).otel_exporter_otlp_endpoint is None
+    assert Settings.from_env({}).otel_service_name == "authgate-auth"
+    configured = Settings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_SERVICE_NAME": "auth-eu"}
+    )
+    assert configured.otel_exporter_otlp_endpoint == "http://otel:4318"
+    assert configured.otel_service_name == "auth-eu"
+
+
 def test_no_endpoint_builds_no_provider() -> None:
     assert build_tracer_provider(None, "authgate-auth") is None
     assert build_tracer_provider("", "authgate-auth") is None
@@ -276,3 +296,53 @@ def test_settings_endpoint_turns_tracing_on(
     [resource_spans] = export.resource_spans
     resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
     assert resource["service.name"] == "from-settings"
+
+
+@pytest.mark.slow
+def test_gunicorn_workers_export_the_callers_trace(
+    tmp_path: Path, collector: tuple[str, list[tuple[str, str, bytes]]]
+) -> None:
+    endpoint, received = collector
+    with running_auth_service(
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_SERVICE_NAME="authgate-auth-e2e",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    ) as base:
+        for n in range(6):
+            parent = f"{n + 1:016x}"
+            result = requests.get(
+                f"{base}/readyz",
+                headers={"traceparent": f"00-{TRACE_ID}-{parent}-01", "Connection": "close"},
+                timeout=10,
+            )
+            assert result.status_code == 200
+        deadline = time.monotonic() + 10
+        spans: list[Any] = []
+        while time.monotonic() < deadline:
+            exports = [ExportTraceServiceRequest.FromString(body) for _, _, body in received]
+            spans = [
+                (resource_spans, span)
+                for export in exports
+                for resource_spans in export.resource_spans
+                for scope in resource_spans.scope_spans
+                for span in scope.spans
+            ]
+            # NOTE: the start-up readiness polls are traced too, each in a trace of its own.
+            spans = [(res, span) for res, span in spans if span.trace_id.hex() == TRACE_ID]
+            if sum(span.name == "GET /readyz" for _, span in spans) == 6:
+                break
+            time.sleep(0.05)
+
+    servers = [span for _, span in spans if span.name == "GET /readyz"]
+    assert len(servers) == 6, [span.name for _, span in spans]
+    assert {span.parent_span_id.hex() for span in servers} == {f"{n:016x}" for n in range(1, 7)}
+    server_ids = {span.span_id for span in servers}
+    assert any(span.parent_span_id in server_ids for _, span in spans if span not in servers)
+    names = {
+        kv.value.string_value
+        for resource_spans, _ in spans
+        for kv in resource_spans.resource.attributes
+        if kv.key == "service.name"
+    }
+    assert names == {"authgate-auth-e2e"}
