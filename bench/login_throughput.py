@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import bcrypt
@@ -36,6 +37,26 @@ def bcrypt_seconds(rounds: int, samples: int = 5) -> float:
         bcrypt.checkpw(b"benchmark password", hashed)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def _timed_check(hashed: bytes) -> float:
+    started = time.perf_counter()
+    bcrypt.checkpw(b"benchmark password", hashed)
+    return time.perf_counter() - started
+
+
+def parallel_bcrypt_rate(processes: int, rounds: int, checks: int) -> float:
+    """bcrypt checks per second from `processes` processes at once: the cores really free.
+
+    NOTE: on a shared or busy machine `cores / one check` overstates what is available;
+    this second bound shows how much of a shortfall is the machine's, not the server's.
+    """
+    hashed = bcrypt.hashpw(b"benchmark password", bcrypt.gensalt(rounds))
+    with ProcessPoolExecutor(processes) as pool:
+        list(pool.map(_timed_check, [hashed] * processes))  # start the processes
+        started = time.perf_counter()
+        list(pool.map(_timed_check, [hashed] * checks))
+        return checks / (time.perf_counter() - started)
 
 
 def start_server(workdir: Path, port: int, workers: int, rounds: int) -> subprocess.Popen[bytes]:
@@ -144,8 +165,13 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+    measured = parallel_bcrypt_rate(cores, args.rounds, checks=cores * 6)
     print(f"achieved: {rate:.2f} logins/s ({ok} ok, {failed} failed in {args.seconds:.0f} s)")
-    print(f"ratio to the bcrypt bound: {rate / bound:.2f} (target >= 0.85)")
+    print(f"ratio to the bcrypt bound (cores / one check): {rate / bound:.2f} (target >= 0.85)")
+    print(
+        f"ratio to {cores} bcrypt processes measured just now ({measured:.2f} checks/s): "
+        f"{rate / measured:.2f}"
+    )
 
 
 if __name__ == "__main__":
