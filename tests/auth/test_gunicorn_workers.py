@@ -6,19 +6,14 @@ a token signed by one worker must verify in the other, whichever serves the next
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-
-from auth_service.db.migrations import upgrade
+from auth_server import fresh_connection, running_auth_service
 
 pytestmark = pytest.mark.slow
 
@@ -28,88 +23,17 @@ LOGINS = 48
 PASSWORD = "correct horse battery"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def fresh(method: str, url: str, token: str | None = None, **kwargs: object) -> requests.Response:
-    """One request over its own TCP connection (so gunicorn may hand it to either worker)."""
-    headers = {"Connection": "close"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    with requests.Session() as session:
-        session.trust_env = False  # no proxies from the environment for 127.0.0.1
-        return session.request(method, url, headers=headers, timeout=10, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Two workers starting with an empty key directory: they race to create the key."""
     root = tmp_path_factory.mktemp("gunicorn")
-    var_dir = root / "var"
-    var_dir.mkdir()
-    database_url = f"sqlite:///{root / 'auth.db'}"
-    upgrade(database_url)
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DATABASE_", "REDIS_", "JWT_", "SMTP_", "AUTHGATE_"))
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        AUTHGATE_VAR_DIR=str(var_dir),
-        BCRYPT_ROUNDS="4",
-        LOG_FORMAT="json",
-    )
-    log = (root / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(GUNICORN),
-            "-w",
-            "2",
-            "-k",
-            "gthread",
-            "--threads",
-            "4",
-            "-b",
-            f"127.0.0.1:{port}",
-            "auth_service.wsgi:app",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited: {(root / 'gunicorn.log').read_text()[-3000:]}")
-            try:
-                if fresh("GET", f"{base}/healthz").status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("gunicorn did not answer /healthz within 30 s")
-            time.sleep(0.2)
-        yield base, var_dir
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with running_auth_service(root) as base:
+        yield base, root / "var"
 
 
 def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) -> None:
     base, var_dir = server
-    registered = fresh(
+    registered = fresh_connection(
         "POST",
         f"{base}/api/v1/auth/register",
         json={"email": "ada@example.com", "password": PASSWORD},
@@ -117,7 +41,7 @@ def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) ->
     assert registered.status_code == 201, registered.text
 
     def login(_: int) -> requests.Response:
-        return fresh(
+        return fresh_connection(
             "POST",
             f"{base}/api/v1/auth/login",
             json={"email": "ada@example.com", "password": PASSWORD},
@@ -130,7 +54,7 @@ def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) ->
     assert len(set(tokens)) == LOGINS
 
     def me(token: str) -> requests.Response:
-        return fresh("GET", f"{base}/api/v1/auth/me", token)
+        return fresh_connection("GET", f"{base}/api/v1/auth/me", token)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(me, tokens + tokens[::-1]))
@@ -139,7 +63,7 @@ def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) ->
 
     kids = set()
     for _ in range(20):
-        jwks = fresh("GET", f"{base}/.well-known/jwks.json")
+        jwks = fresh_connection("GET", f"{base}/.well-known/jwks.json")
         assert jwks.status_code == 200
         keys = jwks.json()["keys"]
         assert len(keys) == 1
@@ -152,17 +76,19 @@ def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) ->
 
 def test_logout_in_one_worker_is_seen_by_the_other(server: tuple[str, Path]) -> None:
     base, _ = server
-    fresh(
+    fresh_connection(
         "POST",
         f"{base}/api/v1/auth/register",
         json={"email": "bob@example.com", "password": PASSWORD},
     )
-    pair = fresh(
+    pair = fresh_connection(
         "POST", f"{base}/api/v1/auth/login", json={"email": "bob@example.com", "password": PASSWORD}
     ).json()
-    out = fresh("POST", f"{base}/api/v1/auth/logout", json={"refresh_token": pair["refresh_token"]})
+    out = fresh_connection(
+        "POST", f"{base}/api/v1/auth/logout", json={"refresh_token": pair["refresh_token"]}
+    )
     assert out.status_code == 204
     for _ in range(10):
-        after = fresh("GET", f"{base}/api/v1/auth/me", pair["access_token"])
+        after = fresh_connection("GET", f"{base}/api/v1/auth/me", pair["access_token"])
         assert after.status_code == 401
         assert after.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

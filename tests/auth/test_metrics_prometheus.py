@@ -6,28 +6,20 @@ config with two workers and checks that /metrics sums both workers exactly.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 from auth_api import PASSWORD, Api, set_user_flags
+from auth_server import fresh_connection, running_auth_service
 from falcon import testing
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth_service.app import create_app
-from auth_service.db.migrations import upgrade
 from auth_service.settings import Settings
 from auth_service.spec import Contract
 
@@ -190,57 +182,6 @@ def test_apps_keep_their_own_counts(make_client: AppFactory) -> None:
 # --------------------------------------------------------------------------- gunicorn
 
 
-@contextlib.contextmanager
-def running_auth_service(tmp_path: Path, **extra_env: str) -> Iterator[str]:
-    """The auth service under the real gunicorn config with 2 workers; yields its base URL."""
-    database_url = f"sqlite:///{tmp_path / 'auth.db'}"
-    upgrade(database_url)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))},
-        "AUTH_PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "AUTH_THREADS": "4",
-        "DATABASE_URL": database_url,
-        "AUTHGATE_VAR_DIR": str(tmp_path / "var"),
-        "BCRYPT_ROUNDS": "4",
-        "REDIS_URL": "",
-        **extra_env,
-    }
-    log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "deploy" / "gunicorn_auth.conf.py"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not start: {log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.1)
-            yield base
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
 @pytest.fixture
 def gunicorn_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """Two workers with prometheus_client's multiprocess mode on."""
@@ -249,12 +190,6 @@ def gunicorn_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         tmp_path, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LOGIN_MAX_FAILURES="100"
     ) as base:
         yield base, metrics_dir
-
-
-def fresh_connection(method: str, url: str, **kwargs: Any) -> requests.Response:
-    """One request on a new connection, so the kernel may hand it to either worker."""
-    with requests.Session() as session:
-        return session.request(method, url, headers={"Connection": "close"}, timeout=10, **kwargs)
 
 
 def healthz_per_worker(metrics_dir: Path) -> list[float]:

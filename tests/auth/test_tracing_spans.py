@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import requests
 from auth_api import PASSWORD, Api, bearer
+from auth_server import running_auth_service
 from falcon import testing
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from test_metrics_prometheus import running_auth_service
 
 from auth_service.app import create_app
 from auth_service.settings import Settings, SettingsError
