@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 import falcon
+from opentelemetry.trace import TracerProvider
 
+from gateway_service.client import ClientAddress
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
@@ -15,15 +17,28 @@ from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
+from gateway_service.tracing import RequestTracing, UpstreamTracing, build_tracer_provider
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> falcon.App:
-    """Build the gateway: routes from config + spec, verifier, limiter, proxy, own endpoints."""
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> falcon.App:
+    """Build the gateway: routes from config + spec, verifier, limiter, proxy, own endpoints.
+
+    Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
+    is set; otherwise no tracing code runs at all.
+    """
+    if tracer_provider is None:
+        tracer_provider = build_tracer_provider(
+            settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+        )
     spec = load_spec(settings.spec_path)
     table = RouteTable(settings, spec)
-    upstreams = {url: Upstream(url, settings) for url in table.upstreams}
+    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
+    names = _upstream_names(settings, table)
+    upstreams = {
+        url: Upstream(url, settings, name=names[url], metrics=metrics) for url in table.upstreams
+    }
     keys_session = make_session(2)
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
     verifier = TokenVerifier(settings, keys)
@@ -36,15 +51,16 @@ def create_app(settings: Settings) -> falcon.App:
         else MemoryStore()
     )
 
-    metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
-    app = falcon.App(
-        middleware=[
-            RequestContext(metrics, settings.access_log),
-            SecurityHeaders(settings),
-            Cors(settings),
-        ],
-        cors_enable=False,
-    )
+    traced = tracer_provider is not None
+    middleware: list[object] = [
+        RequestContext(metrics, settings.access_log, ClientAddress(settings), traced=traced),
+        SecurityHeaders(settings),
+        Cors(settings),
+    ]
+    if tracer_provider is not None:
+        # First, so its span is current for the rest and ends after the access log.
+        middleware.insert(0, RequestTracing(tracer_provider))
+    app = falcon.App(middleware=middleware, cors_enable=False)
     # NOTE: the gateway forwards bodies untouched; never let Falcon parse forms.
     app.req_options.auto_parse_form_urlencoded = False
     app.resp_options.secure_cookies_by_default = True
@@ -53,20 +69,20 @@ def create_app(settings: Settings) -> falcon.App:
 
     docs = Docs()
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(_check_names(settings, table), keys_session, store))
+    checks = {f"upstream:{name}": url for url, name in names.items()}
+    app.add_route("/readyz", Ready(checks, keys_session, store))
     app.add_route("/openapi.json", OpenAPIDocument(spec))
     app.add_route("/docs", docs)
     app.add_route("/docs/assets/{name}", docs, suffix="asset")
     if metrics is not None:
         app.add_route("/metrics", MetricsResource(metrics))
-    app.add_sink(ProxySink(settings, table, upstreams, verifier, store, metrics), "/")
+    tracing = UpstreamTracing(tracer_provider) if tracer_provider is not None else None
+    app.add_sink(ProxySink(settings, table, upstreams, verifier, store, metrics, tracing), "/")
     return app
 
 
-def _check_names(settings: Settings, table: RouteTable) -> dict[str, str]:
-    """Name each upstream by its first route prefix, so readiness never shows a host."""
-    names: dict[str, str] = {}
-    for url in table.upstreams:
-        prefix = next(r.prefix for r in settings.routes if r.upstream == url)
-        names[f"upstream:{prefix}"] = url
-    return names
+def _upstream_names(settings: Settings, table: RouteTable) -> dict[str, str]:
+    """Name each upstream by its first route prefix, so readiness and metrics never show a host."""
+    return {
+        url: next(r.prefix for r in settings.routes if r.upstream == url) for url in table.upstreams
+    }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
 class CircuitBreaker:
@@ -23,8 +24,9 @@ class CircuitBreaker:
         threshold: int,
         reset_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
-        """Start closed."""
+        """Start closed; `on_change` hears every change of state (under the lock)."""
         self._threshold = threshold
         self._reset_seconds = reset_seconds
         self._clock = clock
@@ -33,6 +35,13 @@ class CircuitBreaker:
         self._state = CLOSED
         self._opened_at = 0.0
         self._trial_in_flight = False
+        self._on_change = on_change
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            if self._on_change is not None:
+                self._on_change(state)
 
     @property
     def state(self) -> str:
@@ -48,7 +57,7 @@ class CircuitBreaker:
                 remaining = self._opened_at + self._reset_seconds - self._clock()
                 if remaining > 0:
                     return remaining
-                self._state = HALF_OPEN
+                self._set_state(HALF_OPEN)
                 self._trial_in_flight = False
             if self._state == HALF_OPEN:
                 if self._trial_in_flight:
@@ -63,7 +72,7 @@ class CircuitBreaker:
             return
         with self._lock:
             self._failures = 0
-            self._state = CLOSED
+            self._set_state(CLOSED)
             self._trial_in_flight = False
 
     def record_failure(self) -> None:
@@ -71,6 +80,6 @@ class CircuitBreaker:
         with self._lock:
             self._failures += 1
             if self._state == HALF_OPEN or self._failures >= self._threshold:
-                self._state = OPEN
+                self._set_state(OPEN)
                 self._opened_at = self._clock()
                 self._trial_in_flight = False

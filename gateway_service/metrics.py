@@ -7,10 +7,15 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+
+from gateway_service.breaker import OPEN, STATES
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -35,7 +40,36 @@ class Metrics:
             "gateway_request_duration_seconds",
             "Time from request to response",
             ["route"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ratelimit_rejections = Counter(
+            "gateway_ratelimit_rejections_total",
+            "Requests refused with 429 by a rate limit",
+            ["route", "policy"],
+            registry=self.registry,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time an upstream took to answer (or fail), retries included",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        # NOTE: each worker has its own breaker. `livesum` makes the value the number of
+        # live workers whose breaker for that upstream is in that state, and drops a dead
+        # worker's share (gunicorn's child_exit marks it dead).
+        self.breaker_state = Gauge(
+            "gateway_circuit_breaker_state",
+            "Workers whose circuit breaker for the upstream is in this state",
+            ["upstream", "state"],
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.breaker_opened = Counter(
+            "gateway_circuit_breaker_opened_total",
+            "Times a circuit breaker opened (a half-open trial failing included)",
+            ["upstream"],
             registry=self.registry,
         )
         self.store_failures = Counter(
@@ -49,6 +83,13 @@ class Metrics:
         """Count one answered request."""
         self.requests.labels(route, method, str(status)).inc()
         self.duration.labels(route).observe(seconds)
+
+    def breaker_changed(self, upstream: str, state: str) -> None:
+        """Record that this worker's breaker for `upstream` is now in `state`."""
+        for name in STATES:
+            self.breaker_state.labels(upstream, name).set(1 if name == state else 0)
+        if state == OPEN:
+            self.breaker_opened.labels(upstream).inc()
 
     def render(self) -> bytes:
         """The exposition text: every worker's values when in multiprocess mode."""

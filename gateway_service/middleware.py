@@ -11,10 +11,12 @@ import uuid
 
 import falcon
 
+from gateway_service.client import ClientAddress
+from gateway_service.logs import ACCESS_LOGGER
 from gateway_service.metrics import Metrics
 from gateway_service.settings import Settings
 
-access_log = logging.getLogger("gateway_service.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _TRACEPARENT_RE = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -58,6 +60,11 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(segments) + trailing
 
 
+def new_traceparent() -> str:
+    """A fresh, sampled W3C `traceparent`: with tracing off the gateway starts the trace."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
 def valid_traceparent(value: str | None) -> bool:
     """True for a W3C trace-context `traceparent` we can forward as it is."""
     if not value:
@@ -69,13 +76,39 @@ def valid_traceparent(value: str | None) -> bool:
     return version != "ff" and trace_id != "0" * 32 and parent_id != "0" * 16
 
 
+class AccessLine:
+    """The access-log fields; the message renders them as JSON only if a handler asks."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        """Keep the fields (formatters read them from the record's `access` attribute)."""
+        self.fields = fields
+
+    def __str__(self) -> str:
+        """One JSON object (what caplog or a plain handler shows as the message)."""
+        return json.dumps(self.fields)
+
+
 class RequestContext:
     """Gives each request its id and trace context and normalises the path before routing."""
 
-    def __init__(self, metrics: Metrics | None = None, access_log_enabled: bool = True) -> None:
-        """Metrics and the JSON access log are both optional."""
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        access_log_enabled: bool = True,
+        addresses: ClientAddress | None = None,
+        traced: bool = False,
+    ) -> None:
+        """Metrics and the access log are optional.
+
+        `addresses` finds the client IP for the log when the proxy did not; `traced` means
+        RequestTracing owns the trace context, so no `traceparent` is made here.
+        """
         self._metrics = metrics
         self._log = access_log_enabled
+        self._addresses = addresses
+        self._traced = traced
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Set req.context.request_id / traceparent and the normalised req.path."""
@@ -86,12 +119,15 @@ class RequestContext:
         if request_id is None or not _REQUEST_ID_RE.match(request_id):
             request_id = uuid.uuid4().hex
         req.context.request_id = request_id
-        traceparent = req.get_header("traceparent")
-        if valid_traceparent(traceparent):
+        if self._traced:
+            # The proxy injects the CLIENT span's context; nothing to make or check here.
+            req.context.traceparent = None
+            req.context.tracestate = None
+        elif valid_traceparent(traceparent := req.get_header("traceparent")):
             req.context.traceparent = traceparent
             req.context.tracestate = req.get_header("tracestate")
         else:
-            req.context.traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+            req.context.traceparent = new_traceparent()
             req.context.tracestate = None
         path = req.path
         if "//" in path or "." in path or "%" in path:
@@ -100,7 +136,7 @@ class RequestContext:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
-        """Return the request id, count the request, write one JSON access-log line."""
+        """Return the request id, count the request, write one access-log line (no bodies)."""
         request_id = getattr(req.context, "request_id", None)
         if request_id:
             resp.set_header("X-Request-ID", request_id)
@@ -112,19 +148,41 @@ class RequestContext:
         if self._metrics is not None:
             self._metrics.observe(route, req.method, resp.status_code, seconds)
         if self._log and access_log.isEnabledFor(logging.INFO):
-            identity = getattr(req.context, "identity", None)
-            access_log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": req.method,
-                        "route": route,
-                        "status": resp.status_code,
-                        "duration_ms": round(seconds * 1000, 3),
-                        "user_id": identity.user_id if identity else None,
-                    }
-                )
-            )
+            self._write_access_line(req, resp, request_id, route, seconds)
+
+    def _write_access_line(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        request_id: str | None,
+        route: str,
+        seconds: float,
+    ) -> None:
+        context = req.context
+        trace_id = getattr(context, "trace_id", None)
+        span_id = getattr(context, "span_id", None)
+        traceparent = getattr(context, "traceparent", None)
+        if trace_id is None and traceparent:
+            # Tracing off: the trace id is the one forwarded upstream, so an upstream's
+            # traced logs still join this line.
+            trace_id = traceparent[3:35]
+        client_ip = getattr(context, "client_ip", None)
+        if client_ip is None and self._addresses is not None:
+            client_ip = self._addresses.client_ip(req)
+        identity = getattr(context, "identity", None)
+        # SECURITY: fixed fields only; never headers, query strings or bodies.
+        fields: dict[str, object] = {
+            "request_id": request_id,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "method": req.method,
+            "route": route,
+            "status": resp.status_code,
+            "duration_ms": round(seconds * 1000, 3),
+            "user_id": identity.user_id if identity else None,
+            "client_ip": client_ip,
+        }
+        access_log.info("%s", AccessLine(fields), extra={"access": fields})
 
 
 class SecurityHeaders:

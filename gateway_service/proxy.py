@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import logging
 import math
+import time
 from collections.abc import Iterator
 from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from typing import Any
@@ -16,8 +17,10 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util import SKIP_HEADER
 
-from gateway_service.breaker import CircuitBreaker
+from gateway_service.breaker import CLOSED, CircuitBreaker
+from gateway_service.client import ClientAddress
 from gateway_service.metrics import Metrics
+from gateway_service.middleware import new_traceparent
 from gateway_service.problems import write_problem
 from gateway_service.ratelimit import Outcome, Store, StoreUnavailable
 from gateway_service.routes import Decision, RouteTable
@@ -30,6 +33,7 @@ from gateway_service.tokens import (
     TokenVerifier,
     parse_bearer,
 )
+from gateway_service.tracing import UpstreamTracing
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +89,27 @@ class _RefuseCookies(DefaultCookiePolicy):
 class Upstream:
     """One upstream base URL: its pooled session, timeouts and circuit breaker."""
 
-    def __init__(self, base_url: str, settings: Settings) -> None:
-        """Build the pooled session once per process."""
+    def __init__(
+        self,
+        base_url: str,
+        settings: Settings,
+        name: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Build the pooled session once per process.
+
+        `name` labels its metrics: the first route prefix it serves, never its host.
+        """
         self.base_url = base_url
+        self.name = name or base_url
         self.prefix = urlsplit(base_url).path.rstrip("/")
         self.timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
+        on_change = None
+        if metrics is not None:
+            metrics.breaker_changed(self.name, CLOSED)
+            on_change = functools.partial(metrics.breaker_changed, self.name)
         self.breaker = CircuitBreaker(
-            settings.breaker_failure_threshold, settings.breaker_reset_seconds
+            settings.breaker_failure_threshold, settings.breaker_reset_seconds, on_change=on_change
         )
         self.session = make_session(settings.pool_size)
         # PERF/NOTE: proxy through the session adapter's urllib3 pool. Session.send would
@@ -114,45 +132,6 @@ def make_session(pool_size: int) -> requests.Session:
     return session
 
 
-class ClientAddress:
-    """Finds the client IP and the X-Forwarded-* values, believing only trusted proxies."""
-
-    def __init__(self, settings: Settings) -> None:
-        """Keep the trusted networks."""
-        self._trusted = settings.trusted_proxies
-
-    def _is_trusted(self, address: str) -> bool:
-        if not self._trusted:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
-
-    def forwarded(self, req: falcon.Request) -> tuple[str, dict[str, str]]:
-        """Return (client ip, X-Forwarded-* headers to send upstream)."""
-        peer = req.remote_addr or "unknown"
-        env = req.env
-        if self._is_trusted(peer):
-            chain = [a.strip() for a in env.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-            client = peer
-            for address in reversed(chain):
-                client = address
-                if not self._is_trusted(address):
-                    break
-            return client, {
-                "X-Forwarded-For": ", ".join([*chain, peer]),
-                "X-Forwarded-Proto": env.get("HTTP_X_FORWARDED_PROTO") or req.scheme,
-                "X-Forwarded-Host": env.get("HTTP_X_FORWARDED_HOST") or req.host,
-            }
-        return peer, {
-            "X-Forwarded-For": peer,
-            "X-Forwarded-Proto": req.scheme,
-            "X-Forwarded-Host": env.get("HTTP_HOST") or req.host,
-        }
-
-
 class ProxySink:
     """Falcon sink for every path that is not one of the gateway's own endpoints."""
 
@@ -164,9 +143,11 @@ class ProxySink:
         verifier: TokenVerifier,
         store: Store,
         metrics: Metrics | None = None,
+        tracing: UpstreamTracing | None = None,
     ) -> None:
-        """Wire the collaborators built by create_app."""
+        """Wire the collaborators built by create_app; `tracing` is None when it is off."""
         self._metrics = metrics
+        self._tracing = tracing
         self._table = table
         self._upstreams = upstreams
         self._verifier = verifier
@@ -189,6 +170,7 @@ class ProxySink:
         identity = self._authenticate(req, decision)
         req.context.identity = identity
         client_ip, forwarded = self._addresses.forwarded(req)
+        req.context.client_ip = client_ip
         self._guard(req, resp, decision, client_ip, identity)
         body = self._read_body(req, length)
         headers = self._request_headers(req, forwarded, identity)
@@ -241,7 +223,7 @@ class ProxySink:
         except StoreUnavailable:
             self._store_unavailable(decision, identity)
             return
-        self._apply(resp, outcome)
+        self._apply(resp, decision, outcome)
 
     def _store_unavailable(self, decision: Decision, identity: Identity | None) -> None:
         closed = (decision.rate is not None and not decision.fail_open) or (
@@ -263,8 +245,7 @@ class ProxySink:
             )
         # NOTE: failing open here; RedisStore already logged the failure (once per second).
 
-    @staticmethod
-    def _apply(resp: falcon.Response, outcome: Outcome) -> None:
+    def _apply(self, resp: falcon.Response, decision: Decision, outcome: Outcome) -> None:
         if outcome.revoked:
             raise _invalid_token("The session has been revoked")
         usage = outcome.usage
@@ -276,6 +257,8 @@ class ProxySink:
             "RateLimit-Reset": str(usage.reset),
         }
         if not usage.allowed:
+            if self._metrics is not None:
+                self._metrics.ratelimit_rejections.labels(decision.prefix, decision.policy).inc()
             headers["Retry-After"] = str(usage.reset)
             raise falcon.HTTPTooManyRequests(
                 description="Rate limit exceeded; retry later.",
@@ -330,9 +313,11 @@ class ProxySink:
         headers.setdefault("Accept-Encoding", SKIP_HEADER)
         headers.update(forwarded)
         headers["X-Request-ID"] = req.context.request_id
-        headers["traceparent"] = req.context.traceparent
-        if req.context.tracestate:
-            headers["tracestate"] = req.context.tracestate
+        # NOTE: None when tracing is on: the CLIENT span's context is injected instead.
+        if req.context.traceparent is not None:
+            headers["traceparent"] = req.context.traceparent
+            if req.context.tracestate:
+                headers["tracestate"] = req.context.tracestate
         if identity is not None:
             headers["X-User-Id"] = identity.user_id
             headers["X-User-Roles"] = identity.role
@@ -362,6 +347,35 @@ class ProxySink:
             target += "?" + query
         if body is not None:
             headers["Content-Length"] = str(len(body))
+        started = time.perf_counter()
+        try:
+            if self._tracing is None:
+                self._exchange(req, resp, upstream, target, headers, body)
+            else:
+                with self._tracing.call(
+                    req.method, upstream.base_url, target, decision.prefix, headers
+                ) as span:
+                    if "traceparent" not in headers:
+                        # NOTE: a no-op provider (OTEL_SDK_DISABLED) injects nothing for a
+                        # request that came without a trace; upstreams still get one.
+                        headers["traceparent"] = new_traceparent()
+                    self._exchange(req, resp, upstream, target, headers, body)
+                    self._tracing.record_status(span, resp.status_code)
+        finally:
+            if self._metrics is not None:
+                self._metrics.upstream_duration.labels(upstream.name).observe(
+                    time.perf_counter() - started
+                )
+
+    def _exchange(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        upstream: Upstream,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> None:
         upstream_resp = self._send(upstream, req.method, target, headers, body, req.path)
         try:
             self._relay(req, resp, upstream_resp)

@@ -15,6 +15,8 @@ DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "auth.y
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "HS256"})
 AUTH_MODES = frozenset({"required", "optional", "none", "spec"})
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+DEFAULT_SERVICE_NAME = "authgate-gateway"
+LOG_FORMATS = frozenset({"json", "console"})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
 
 
@@ -141,6 +143,9 @@ class Settings:
     access_log: bool = True
     metrics: bool = True
     prometheus_multiproc_dir: str | None = None
+    log_format: str = "json"
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = DEFAULT_SERVICE_NAME
 
     def __post_init__(self) -> None:
         """Check the cross-field rules (HS256 needs a strong secret, routes need upstreams)."""
@@ -153,6 +158,13 @@ class Settings:
                 raise SettingsError("JWT_ALGORITHM: HS256 cannot be combined with other algorithms")
             if not self.jwt_secret or len(self.jwt_secret.encode()) < 32:
                 raise SettingsError("JWT_SECRET: HS256 needs a secret of at least 32 bytes")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT: expected one of {sorted(LOG_FORMATS)}")
+        endpoint = self.otel_exporter_otlp_endpoint
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            # NOTE: the exporter speaks OTLP over HTTP only; a gRPC or bare host:port
+            # endpoint would fail on every export, silently, long after start-up.
+            raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT: expected an http(s) URL")
         if not self.routes:
             object.__setattr__(self, "routes", default_routes(self.auth_service_url))
 
@@ -215,6 +227,13 @@ class Settings:
             access_log=env.bool("GATEWAY_ACCESS_LOG", True),
             metrics=env.bool("GATEWAY_METRICS", True),
             prometheus_multiproc_dir=env.str("PROMETHEUS_MULTIPROC_DIR", "") or None,
+            log_format=env.str("LOG_FORMAT", "json").lower(),
+            otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or None,
+            # NOTE: one .env often serves both services, and OTEL_SERVICE_NAME there names
+            # the auth service; the gateway's own variable wins so its spans keep its name.
+            otel_service_name=env.str("GATEWAY_OTEL_SERVICE_NAME", "")
+            or env.str("OTEL_SERVICE_NAME", "")
+            or DEFAULT_SERVICE_NAME,
         )
 
 

@@ -13,5 +13,6 @@ if _gunicorn_wsgi is not None:
     # replaces it (an app-set Server header would be sent in addition, not instead).
     _gunicorn_wsgi.SERVER = "authgate"
 
-configure_logging()
-app = create_app(Settings.from_env())
+settings = Settings.from_env()
+configure_logging(settings.log_format)
+app = create_app(settings)

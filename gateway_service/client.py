@@ -1,0 +1,52 @@
+"""Who the client is: its address, believing X-Forwarded-For only from trusted proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import falcon
+
+from gateway_service.settings import Settings
+
+
+class ClientAddress:
+    """Finds the client IP and the X-Forwarded-* values, believing only trusted proxies."""
+
+    def __init__(self, settings: Settings) -> None:
+        """Keep the trusted networks."""
+        self._trusted = settings.trusted_proxies
+
+    def _is_trusted(self, address: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def client_ip(self, req: falcon.Request) -> str:
+        """The client's address alone (for the access log of the gateway's own endpoints)."""
+        return self.forwarded(req)[0]
+
+    def forwarded(self, req: falcon.Request) -> tuple[str, dict[str, str]]:
+        """Return (client ip, X-Forwarded-* headers to send upstream)."""
+        peer = req.remote_addr or "unknown"
+        env = req.env
+        if self._is_trusted(peer):
+            chain = [a.strip() for a in env.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
+            client = peer
+            for address in reversed(chain):
+                client = address
+                if not self._is_trusted(address):
+                    break
+            return client, {
+                "X-Forwarded-For": ", ".join([*chain, peer]),
+                "X-Forwarded-Proto": env.get("HTTP_X_FORWARDED_PROTO") or req.scheme,
+                "X-Forwarded-Host": env.get("HTTP_X_FORWARDED_HOST") or req.host,
+            }
+        return peer, {
+            "X-Forwarded-For": peer,
+            "X-Forwarded-Proto": req.scheme,
+            "X-Forwarded-Host": env.get("HTTP_HOST") or req.host,
+        }
