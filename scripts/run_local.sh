@@ -19,7 +19,8 @@ cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 0' INT TERM  # Ctrl-C is the normal way to stop: clean up once and exit 0
 
 wait_for() {
   for _ in $(seq 1 100); do
