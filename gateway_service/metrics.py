@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +18,10 @@ from prometheus_client import (
 from gateway_service.breaker import OPEN, STATES
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# PERF: labelled children are cached per label values (labels() costs a lock, a tuple
+# and str checks per call); past this many the cache stops growing (methods are the
+# client's choice) and labels() is simply called.
+_CHILD_CACHE_LIMIT = 1000
 
 
 class Metrics:
@@ -78,11 +84,31 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._upstream_children: dict[str, Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route),
+            )
+            if len(self._request_children) < _CHILD_CACHE_LIMIT:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_upstream(self, upstream: str, seconds: float) -> None:
+        """Record how long one upstream exchange took (retries included)."""
+        child = self._upstream_children.get(upstream)
+        if child is None:
+            child = self.upstream_duration.labels(upstream)
+            if len(self._upstream_children) < _CHILD_CACHE_LIMIT:
+                self._upstream_children[upstream] = child
+        child.observe(seconds)
 
     def breaker_changed(self, upstream: str, state: str) -> None:
         """Record that this worker's breaker for `upstream` is now in `state`."""
