@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
 from gateway_support import (
-    GUNICORN,
-    PYTHON,
-    REPO,
     Gateway,
-    free_port,
     launch_gateway,
+    running_auth_service,
     stop,
-    wait_http,
 )
 
 pytestmark = pytest.mark.slow
@@ -27,40 +21,8 @@ pytestmark = pytest.mark.slow
 def auth_url(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[str]:
     """The auth service on SQLite with cheap bcrypt, migrated, under gunicorn."""
     var = tmp_path_factory.mktemp("auth")
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{var / 'auth.db'}",
-        "AUTHGATE_VAR_DIR": str(var),
-        "BCRYPT_ROUNDS": "4",
-        "REDIS_URL": redis_url,
-        "AUTH_PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "LOG_FORMAT": "console",
-        "PYTHONPATH": str(REPO),
-    }
-    migrate = subprocess.run(
-        [PYTHON, "-m", "auth_service.cli", "migrate"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    proc = subprocess.Popen(
-        [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_auth.conf.py")],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with running_auth_service(var, REDIS_URL=redis_url, LOG_FORMAT="console") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import gzip
 import http.server
 import json
 import logging
-import os
 import re
-import subprocess
 import threading
 import time
 import uuid
@@ -23,7 +21,12 @@ from dataclasses import dataclass
 import pytest
 import requests
 from falcon import testing
-from gateway_support import GUNICORN, PYTHON, REPO, free_port, launch_gateway, stop, wait_http
+from gateway_support import (
+    free_port,
+    launch_gateway,
+    running_auth_service,
+    stop,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -137,43 +140,14 @@ def receiver() -> Iterator[Receiver]:
 def auth_url(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[str]:
     """The auth service on migrated SQLite under gunicorn, exporting traces to `receiver`."""
     var = tmp_path_factory.mktemp("auth-traced")
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))},
-        "DATABASE_URL": f"sqlite:///{var / 'auth.db'}",
-        "AUTHGATE_VAR_DIR": str(var),
-        "BCRYPT_ROUNDS": "4",
-        "REDIS_URL": "",
-        "AUTH_PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "PYTHONPATH": str(REPO),
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        "OTEL_SERVICE_NAME": AUTH_SERVICE_NAME,
+    with running_auth_service(
+        var,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_SERVICE_NAME=AUTH_SERVICE_NAME,
         # OpenTelemetry's own knob: export every 50 ms instead of every 5 s.
-        "OTEL_BSP_SCHEDULE_DELAY": "50",
-    }
-    migrate = subprocess.run(
-        [PYTHON, "-m", "auth_service.cli", "migrate"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    proc = subprocess.Popen(
-        [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_auth.conf.py")],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    ) as url:
+        yield url
 
 
 def gateway_settings(auth_url: str) -> Settings:
