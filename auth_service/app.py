@@ -33,7 +33,6 @@ from auth_service.services.sessions import (
     SessionEvents,
     SessionService,
     TokenPolicy,
-    revoke_user_sessions,
 )
 from auth_service.services.throttle import LoginThrottler
 from auth_service.settings import Settings
@@ -88,17 +87,13 @@ def build_services(
         lockout_seconds=settings.login_lockout_seconds,
     )
 
-    def end_sessions(session: Any, user_id: Any, keep: Any) -> list[str]:
-        return revoke_user_sessions(session, user_id, keep=keep)
-
     return Services(
         engine=engine,
         key_ring=key_ring,
         accounts=AccountService(
             db,
             hasher,
-            end_sessions,
-            revocations.publish,
+            revocations,
             allow_registration=settings.allow_registration,
         ),
         sessions=SessionService(
@@ -108,8 +103,7 @@ def build_services(
             db,
             hasher,
             mailer or make_mailer(settings),
-            end_sessions,
-            revocations.publish,
+            revocations,
             reset_url=settings.password_reset_url,
             token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
         ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from auth_service import errors
 from auth_service.db.models import User
 from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
+from auth_service.services.revocation import RevocationList, revoke_user_sessions
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
 
@@ -42,15 +42,13 @@ class AccountService:
         self,
         sessions: sessionmaker[DbSession],
         hasher: PasswordHasher,
-        end_sessions: Callable[[DbSession, uuid.UUID, uuid.UUID | None], list[str]],
-        publish_revoked: Callable[[list[str]], None],
+        revocations: RevocationList,
         *,
         allow_registration: bool,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
-        self._end_sessions = end_sessions
-        self._publish_revoked = publish_revoked
+        self._revocations = revocations
         self._allow_registration = allow_registration
 
     def register(self, email: str, password: str, full_name: str | None) -> User:
@@ -108,10 +106,10 @@ class AccountService:
                     setattr(user, name, normalize_email(value) if name == "email" else value)
                 db.flush()
                 if not user.is_active:
-                    revoked = self._end_sessions(db, user.id, None)
+                    revoked = revoke_user_sessions(db, user.id)
         except IntegrityError:
             raise errors.EmailTaken("An account with this email already exists.") from None
-        self._publish_revoked(revoked)
+        self._revocations.publish(revoked)
         return user
 
     def delete_user(self, actor: User, user_id: uuid.UUID) -> None:
@@ -121,9 +119,9 @@ class AccountService:
             user = _load_for_update(db, user_id)
             if user.is_superuser and user.is_active:
                 _keep_one_superuser(db)
-            revoked = self._end_sessions(db, user.id, None)
+            revoked = revoke_user_sessions(db, user.id)
             db.delete(user)
-        self._publish_revoked(revoked)
+        self._revocations.publish(revoked)
 
     def change_password(self, actor: User, session_id: uuid.UUID, current: str, new: str) -> None:
         """Change one's own password; every other session of the user ends."""
@@ -133,8 +131,8 @@ class AccountService:
         with self._sessions.begin() as db:
             user = _load_for_update(db, actor.id)
             user.hashed_password = hashed
-            revoked = self._end_sessions(db, user.id, session_id)
-        self._publish_revoked(revoked)
+            revoked = revoke_user_sessions(db, user.id, keep=session_id)
+        self._revocations.publish(revoked)
 
     def _create(self, new: NewUser) -> User:
         user = User(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services.accounts import hash_password, normalize_email
 from auth_service.services.mailer import Mailer
+from auth_service.services.revocation import RevocationList, revoke_user_sessions
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ class PasswordResetService:
         sessions: sessionmaker[DbSession],
         hasher: PasswordHasher,
         mailer: Mailer,
-        end_sessions: Callable[[DbSession, uuid.UUID, uuid.UUID | None], list[str]],
-        publish_revoked: Callable[[list[str]], None],
+        revocations: RevocationList,
         *,
         reset_url: str,
         token_ttl: timedelta,
@@ -40,8 +39,7 @@ class PasswordResetService:
         self._sessions = sessions
         self._hasher = hasher
         self._mailer = mailer
-        self._end_sessions = end_sessions
-        self._publish_revoked = publish_revoked
+        self._revocations = revocations
         self._reset_url = reset_url
         self._token_ttl = token_ttl
         # NOTE: mail goes out off the request thread, so an existing account does not
@@ -92,8 +90,8 @@ class PasswordResetService:
             if spent == 0:
                 raise errors.InvalidResetToken("The reset token is invalid, expired or used.")
             db.execute(update(User).where(User.id == row.user_id).values(hashed_password=hashed))
-            revoked = self._end_sessions(db, row.user_id, None)
-        self._publish_revoked(revoked)
+            revoked = revoke_user_sessions(db, row.user_id)
+        self._revocations.publish(revoked)
 
     def _send(self, email: str, link: str) -> None:
         try:

@@ -1,11 +1,16 @@
-"""Tells the gateway which sessions have ended, through a revoked-session list in Redis."""
+"""Ending sessions: in the database (the source of truth) and in Redis for the gateway."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 
 import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as DbSession
+
+from auth_service.db.models import Session, utcnow
 
 REVOKED_SID_PREFIX = "authgate:revoked-sid:"
 
@@ -51,3 +56,26 @@ class RevocationList:
             return bool(self._redis.ping())
         except redis.RedisError:
             return False
+
+
+def revoke_user_sessions(
+    db: DbSession, user_id: uuid.UUID, *, keep: uuid.UUID | None = None
+) -> list[str]:
+    """Revoke every live session of a user (but `keep`) in the caller's transaction."""
+    query = select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
+    if keep is not None:
+        query = query.where(Session.id != keep)
+    ids = list(db.scalars(query))
+    if ids:
+        db.execute(update(Session).where(Session.id.in_(ids)).values(revoked_at=utcnow()))
+    return [str(sid) for sid in ids]
+
+
+def revoke_session(db: DbSession, session_id: uuid.UUID) -> list[str]:
+    """Revoke one session if it is still live; the ids actually revoked."""
+    done = db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    ).rowcount
+    return [str(session_id)] if done else []

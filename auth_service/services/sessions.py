@@ -17,7 +17,7 @@ from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import normalize_email
-from auth_service.services.revocation import RevocationList
+from auth_service.services.revocation import RevocationList, revoke_session
 from auth_service.services.throttle import LoginThrottler
 
 
@@ -76,19 +76,6 @@ class ClientInfo:
 
     user_agent: str | None
     ip_address: str | None
-
-
-def revoke_user_sessions(
-    db: DbSession, user_id: uuid.UUID, *, keep: uuid.UUID | None = None
-) -> list[str]:
-    """Revoke every live session of a user (but `keep`) in the caller's transaction."""
-    query = select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
-    if keep is not None:
-        query = query.where(Session.id != keep)
-    ids = list(db.scalars(query))
-    if ids:
-        db.execute(update(Session).where(Session.id.in_(ids)).values(revoked_at=utcnow()))
-    return [str(sid) for sid in ids]
 
 
 class SessionService:
@@ -275,13 +262,3 @@ class SessionService:
             audience=self._policy.audience,
         )
         return TokenPair(access, refresh[1], self._policy.access_ttl_seconds)
-
-
-def revoke_session(db: DbSession, session_id: uuid.UUID) -> list[str]:
-    """Revoke one session if it is still live; the ids actually revoked."""
-    done = db.execute(
-        update(Session)
-        .where(Session.id == session_id, Session.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    ).rowcount
-    return [str(session_id)] if done else []
