@@ -147,7 +147,7 @@ def create_app(
     services = build_services(
         settings, mailer=mailer, session_events=metrics, tracer_provider=tracer_provider
     )
-    middleware: list[object] = []
+    middleware: list[Any] = []
     if tracer_provider is not None:
         # First, so its span is current for everything after it and ends last.
         middleware.append(RequestTracing(tracer_provider))

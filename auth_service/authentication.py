@@ -37,7 +37,7 @@ class BearerAuthentication:
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
-        op = self._operations.get((req.uri_template, req.method))
+        op = self._operations.get((req.uri_template or "", req.method))
         if op is None or op.public:
             return
         token = bearer_token(req.get_header("Authorization"))

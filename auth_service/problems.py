@@ -30,7 +30,9 @@ class HTTPProblem(falcon.HTTPError):
         field_errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status, title=title, description=detail, headers=headers, code=code)
+        super().__init__(status, title=title, description=detail, headers=headers)
+        # NOTE: Falcon's own `code` is an int; ours is the stable problem type's slug.
+        self.problem_code = code
         self.field_errors = field_errors
 
 
@@ -49,7 +51,7 @@ def unauthorized(code: str, detail: str, *, invalid_token: bool) -> HTTPProblem:
 def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]:
     """The RFC 9457 document for an error; never includes the client's input."""
     status = error.status_code
-    code = error.code if isinstance(error.code, str) else None
+    code: str | None = getattr(error, "problem_code", None)
     title = error.title or ""
     if not title or title[:3].isdigit():
         # NOTE: Falcon's own errors use the status line ("404 Not Found") as title.

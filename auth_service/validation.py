@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import falcon
@@ -49,7 +49,7 @@ class SpecValidation:
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Validate parameters and body; hand the validated values to the responder."""
-        op = self._operations.get((req.uri_template, req.method))
+        op = self._operations.get((req.uri_template or "", req.method))
         if op is None:
             return
         req.context.operation = op
@@ -101,7 +101,7 @@ def validation_problem(errors: list[FieldError]) -> HTTPProblem:
 
 
 def _coerce_params(
-    op: Operation, location: str, raw: dict[str, Any], errors: list[FieldError]
+    op: Operation, location: str, raw: Mapping[str, Any], errors: list[FieldError]
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for param in op.parameters:

@@ -1,9 +1,9 @@
 """Engine and sessionmaker factories for PostgreSQL and SQLite."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
@@ -47,3 +47,9 @@ def make_engine(database_url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[DbSession]:
     """Create the sessionmaker; objects stay readable after commit (responders serialise them)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def rows_changed(db: DbSession, statement: Executable) -> int:
+    """Run an UPDATE/DELETE and return how many rows it changed (the arbiter of races)."""
+    result = db.execute(statement)
+    return cast(CursorResult[Any], result).rowcount

@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from auth_service import errors
 from auth_service.db.models import PasswordResetToken, User, utcnow
+from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.services.accounts import hash_password, normalize_email
@@ -79,14 +80,15 @@ class PasswordResetService:
             if row is None or row.used_at is not None or row.expires_at <= now:
                 raise errors.InvalidResetToken("The reset token is invalid, expired or used.")
             # NOTE: the conditional UPDATE makes a token single-use under concurrency too.
-            spent = db.execute(
+            spent = rows_changed(
+                db,
                 update(PasswordResetToken)
                 .where(
                     PasswordResetToken.user_id == row.user_id,
                     PasswordResetToken.used_at.is_(None),
                 )
-                .values(used_at=now)
-            ).rowcount
+                .values(used_at=now),
+            )
             if spent == 0:
                 raise errors.InvalidResetToken("The reset token is invalid, expired or used.")
             db.execute(update(User).where(User.id == row.user_id).values(hashed_password=hashed))

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from auth_service.db.models import Session, utcnow
+from auth_service.db.session import rows_changed
 
 REVOKED_SID_PREFIX = "authgate:revoked-sid:"
 
@@ -73,9 +74,10 @@ def revoke_user_sessions(
 
 def revoke_session(db: DbSession, session_id: uuid.UUID) -> list[str]:
     """Revoke one session if it is still live; the ids actually revoked."""
-    done = db.execute(
+    done = rows_changed(
+        db,
         update(Session)
         .where(Session.id == session_id, Session.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    ).rowcount
+        .values(revoked_at=utcnow()),
+    )
     return [str(session_id)] if done else []

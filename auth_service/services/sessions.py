@@ -13,6 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from auth_service import errors
 from auth_service.db.models import RefreshToken, Session, User, utcnow
+from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.security.tokens import KeyRing
@@ -168,11 +169,12 @@ class SessionService:
                 raise errors.InvalidRefreshToken()
             # NOTE: a conditional UPDATE is the arbiter between concurrent refreshes on
             # both backends: only one statement can move used_at from NULL.
-            claimed = db.execute(
+            claimed = rows_changed(
+                db,
                 update(RefreshToken)
                 .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
-                .values(used_at=now)
-            ).rowcount
+                .values(used_at=now),
+            )
             if claimed == 1:
                 new_refresh = self._add_refresh_token(db, session, client)
                 db.execute(
