@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import falcon
 from opentelemetry.trace import TracerProvider
@@ -52,7 +53,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
 
     traced = tracer_provider is not None
-    middleware: list[object] = [
+    middleware: list[Any] = [
         RequestContext(metrics, settings.access_log, ClientAddress(settings), traced=traced),
         SecurityHeaders(settings),
         Cors(settings),

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterator
 from http.cookiejar import CookiePolicy, DefaultCookiePolicy
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import falcon
@@ -117,7 +117,8 @@ class Upstream:
         # PERF/NOTE: proxy through the session adapter's urllib3 pool. Session.send would
         # consume (and decode) redirect bodies, run hooks, touch the cookie jar, re-quote
         # the URL and cost ~0.15 ms of preparation per request.
-        self.pool = self.session.get_adapter(base_url).poolmanager.connection_from_url(base_url)
+        adapter = cast(HTTPAdapter, self.session.get_adapter(base_url))
+        self.pool = adapter.poolmanager.connection_from_url(base_url)
         # PERF: response headers without the email parser (see upstream_http).
         self.pool.ConnectionCls = (
             FastHTTPSConnection

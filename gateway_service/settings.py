@@ -178,61 +178,61 @@ class Settings:
         """Read and validate every setting; raise SettingsError naming the variable."""
         env = _Env(os.environ if environ is None else environ)
         auth_url = _check_url(
-            env.str("AUTH_SERVICE_URL", "http://127.0.0.1:8001"), "AUTH_SERVICE_URL"
+            env.text("AUTH_SERVICE_URL", "http://127.0.0.1:8001"), "AUTH_SERVICE_URL"
         )
         routes = list(default_routes(auth_url))
         for extra in env.routes("GATEWAY_ROUTES"):
             # NOTE: a configured prefix replaces a default one with the same prefix.
             routes = [r for r in routes if r.prefix != extra.prefix] + [extra]
         return cls(
-            port=env.int("GATEWAY_PORT", 8000, 1, 65535),
+            port=env.integer("GATEWAY_PORT", 8000, 1, 65535),
             auth_service_url=auth_url,
-            redis_url=env.str("REDIS_URL", "") or None,
-            jwt_algorithms=tuple(env.list("JWT_ALGORITHM", "RS256")),
-            jwt_secret=env.str("JWT_SECRET", "") or None,
-            jwt_issuer=env.str("JWT_ISSUER", "authgate"),
-            jwt_audience=env.str("JWT_AUDIENCE", "authgate-api"),
-            jwt_leeway_seconds=env.int("GATEWAY_JWT_LEEWAY_SECONDS", 5, 0, 300),
-            jwks_url=env.str("GATEWAY_JWKS_URL", "") or None,
-            jwks_min_refresh_seconds=env.float("GATEWAY_JWKS_MIN_REFRESH_SECONDS", 30.0, 0.0),
-            jwks_max_age_seconds=env.float("GATEWAY_JWKS_MAX_AGE_SECONDS", 3600.0, 1.0),
-            token_cache_size=env.int("GATEWAY_TOKEN_CACHE_SIZE", 10000, 0, 10_000_000),
+            redis_url=env.text("REDIS_URL", "") or None,
+            jwt_algorithms=tuple(env.items("JWT_ALGORITHM", "RS256")),
+            jwt_secret=env.text("JWT_SECRET", "") or None,
+            jwt_issuer=env.text("JWT_ISSUER", "authgate"),
+            jwt_audience=env.text("JWT_AUDIENCE", "authgate-api"),
+            jwt_leeway_seconds=env.integer("GATEWAY_JWT_LEEWAY_SECONDS", 5, 0, 300),
+            jwks_url=env.text("GATEWAY_JWKS_URL", "") or None,
+            jwks_min_refresh_seconds=env.number("GATEWAY_JWKS_MIN_REFRESH_SECONDS", 30.0, 0.0),
+            jwks_max_age_seconds=env.number("GATEWAY_JWKS_MAX_AGE_SECONDS", 3600.0, 1.0),
+            token_cache_size=env.integer("GATEWAY_TOKEN_CACHE_SIZE", 10000, 0, 10_000_000),
             rate_limit_default=Rate.parse(
-                env.str("RATE_LIMIT_DEFAULT", "600/minute"), "RATE_LIMIT_DEFAULT"
+                env.text("RATE_LIMIT_DEFAULT", "600/minute"), "RATE_LIMIT_DEFAULT"
             ),
-            rate_limit_auth=Rate.parse(env.str("RATE_LIMIT_AUTH", "20/minute"), "RATE_LIMIT_AUTH"),
-            rate_limit_fail_open=env.bool("RATE_LIMIT_FAIL_OPEN", True),
-            rate_limit_auth_fail_open=env.bool("RATE_LIMIT_AUTH_FAIL_OPEN", False),
-            revocation_fail_open=env.bool("GATEWAY_REVOCATION_FAIL_OPEN", True),
-            rate_limit_key_prefix=env.str("GATEWAY_RATE_LIMIT_KEY_PREFIX", "authgate:rl:"),
+            rate_limit_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "20/minute"), "RATE_LIMIT_AUTH"),
+            rate_limit_fail_open=env.flag("RATE_LIMIT_FAIL_OPEN", True),
+            rate_limit_auth_fail_open=env.flag("RATE_LIMIT_AUTH_FAIL_OPEN", False),
+            revocation_fail_open=env.flag("GATEWAY_REVOCATION_FAIL_OPEN", True),
+            rate_limit_key_prefix=env.text("GATEWAY_RATE_LIMIT_KEY_PREFIX", "authgate:rl:"),
             rate_limited_operations=tuple(
-                env.list(
+                env.items(
                     "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS",
                     "login,register,request_password_reset,confirm_password_reset",
                 )
             ),
-            cors_origins=tuple(env.list("CORS_ORIGINS", "")),
+            cors_origins=tuple(env.items("CORS_ORIGINS", "")),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             routes=tuple(routes),
-            spec_path=Path(env.str("GATEWAY_OPENAPI_PATH", str(DEFAULT_SPEC_PATH))),
-            connect_timeout=env.float("GATEWAY_CONNECT_TIMEOUT", 2.0, 0.01),
-            read_timeout=env.float("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
-            max_body_bytes=env.int("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
-            upstream_retries=env.int("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
-            pool_size=env.int("GATEWAY_THREADS", 8, 1, 1024),
-            breaker_failure_threshold=env.int("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
-            breaker_reset_seconds=env.float("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
-            redis_timeout_seconds=env.float("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
-            hsts_max_age=env.int("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
-            access_log=env.bool("GATEWAY_ACCESS_LOG", True),
-            metrics=env.bool("GATEWAY_METRICS", True),
-            prometheus_multiproc_dir=env.str("PROMETHEUS_MULTIPROC_DIR", "") or None,
-            log_format=env.str("LOG_FORMAT", "json").lower(),
-            otel_exporter_otlp_endpoint=env.str("OTEL_EXPORTER_OTLP_ENDPOINT", "") or None,
+            spec_path=Path(env.text("GATEWAY_OPENAPI_PATH", str(DEFAULT_SPEC_PATH))),
+            connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", 2.0, 0.01),
+            read_timeout=env.number("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
+            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
+            upstream_retries=env.integer("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
+            pool_size=env.integer("GATEWAY_THREADS", 8, 1, 1024),
+            breaker_failure_threshold=env.integer("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
+            breaker_reset_seconds=env.number("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
+            redis_timeout_seconds=env.number("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
+            hsts_max_age=env.integer("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
+            access_log=env.flag("GATEWAY_ACCESS_LOG", True),
+            metrics=env.flag("GATEWAY_METRICS", True),
+            prometheus_multiproc_dir=env.text("PROMETHEUS_MULTIPROC_DIR", "") or None,
+            log_format=env.text("LOG_FORMAT", "json").lower(),
+            otel_exporter_otlp_endpoint=env.text("OTEL_EXPORTER_OTLP_ENDPOINT", "") or None,
             # NOTE: one .env often serves both services, and OTEL_SERVICE_NAME there names
             # the auth service; the gateway's own variable wins so its spans keep its name.
-            otel_service_name=env.str("GATEWAY_OTEL_SERVICE_NAME", "")
-            or env.str("OTEL_SERVICE_NAME", "")
+            otel_service_name=env.text("GATEWAY_OTEL_SERVICE_NAME", "")
+            or env.text("OTEL_SERVICE_NAME", "")
             or DEFAULT_SERVICE_NAME,
         )
 
@@ -243,11 +243,11 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip()
 
-    def int(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.str(name, str(default))
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name, str(default))
         try:
             value = int(raw)
         except ValueError:
@@ -256,8 +256,8 @@ class _Env:
             raise SettingsError(f"{name}: must be between {low} and {high}")
         return value
 
-    def float(self, name: str, default: float, low: float) -> float:
-        raw = self.str(name, str(default))
+    def number(self, name: str, default: float, low: float) -> float:
+        raw = self.text(name, str(default))
         try:
             value = float(raw)
         except ValueError:
@@ -266,25 +266,25 @@ class _Env:
             raise SettingsError(f"{name}: must be at least {low}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.str(name, "true" if default else "false").lower()
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name, "true" if default else "false").lower()
         if raw in ("1", "true", "yes", "on"):
             return True
         if raw in ("0", "false", "no", "off"):
             return False
         raise SettingsError(f"{name}: expected true or false, got {raw!r}")
 
-    def list(self, name: str, default: str) -> list[str]:
-        return [item.strip() for item in self.str(name, default).split(",") if item.strip()]
+    def items(self, name: str, default: str) -> list[str]:
+        return [item.strip() for item in self.text(name, default).split(",") if item.strip()]
 
     def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         try:
-            return tuple(ipaddress.ip_network(item, strict=False) for item in self.list(name, ""))
+            return tuple(ipaddress.ip_network(item, strict=False) for item in self.items(name, ""))
         except ValueError as ex:
             raise SettingsError(f"{name}: {ex}") from None
 
     def routes(self, name: str) -> list[RouteConfig]:
-        raw = self.str(name, "")
+        raw = self.text(name, "")
         if not raw:
             return []
         try:

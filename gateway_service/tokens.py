@@ -170,7 +170,9 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._keys = keys
         self._clock = clock
-        self._options = {f"require_{claim}": True for claim in _REQUIRED_CLAIMS}
+        self._options: dict[str, bool | int] = {
+            f"require_{claim}": True for claim in _REQUIRED_CLAIMS
+        }
         self._options.update(verify_at_hash=False, leeway=settings.jwt_leeway_seconds)
         self._cache: OrderedDict[str, Identity] = OrderedDict()
         self._cache_size = settings.token_cache_size

@@ -11,7 +11,7 @@ if _gunicorn_wsgi is not None:
     # SECURITY: gunicorn writes `Server: gunicorn` on every response and no setting turns it
     # off; its Response reads this module global per response, so a neutral name here
     # replaces it (an app-set Server header would be sent in addition, not instead).
-    _gunicorn_wsgi.SERVER = "authgate"
+    _gunicorn_wsgi.SERVER = "authgate"  # type: ignore[attr-defined]  # a module global
 
 settings = Settings.from_env()
 configure_logging(settings.log_format)
