@@ -54,9 +54,10 @@ $(SPECTRAL):
 
 lint-tools: $(SPECTRAL) ## Install the spec style linter under .tools/ (needs npm)
 
-lint: $(STAMP) $(SPECTRAL) ## Lint the code (ruff) and the spec (Spectral, rules in .spectral.yaml)
+lint: $(STAMP) $(SPECTRAL) ## Lint the code (ruff, mypy) and the spec (Spectral, rules in .spectral.yaml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(SPECTRAL) lint openapi/auth.yaml --ruleset .spectral.yaml --fail-severity=warn
 
 format: $(STAMP) ## Format the code
