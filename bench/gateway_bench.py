@@ -173,6 +173,33 @@ class Stack:
         self.procs.append(proc)
         wait_up(url, proc)
 
+    def start_fixed_upstream(self, jwks: Path, threads: int) -> str:
+        """The trivial fixed-JSON upstream under one gthread worker; its base URL."""
+        port = free_port()
+        upstream = f"http://127.0.0.1:{port}"
+        self.start(
+            [
+                str(BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(threads),
+                "--no-control-socket",
+                "--log-level",
+                "warning",
+                "--pythonpath",
+                str(REPO / "bench"),
+                "gateway_fixed_upstream:app",
+            ],
+            {"BENCH_JWKS_FILE": str(jwks)},
+            f"{upstream}/healthz",
+        )
+        return upstream
+
     def stop_all(self) -> None:
         for proc in self.procs:
             proc.terminate()
@@ -327,29 +354,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     single: dict[str, dict] = {}
     try:
-        up_port = free_port()
-        upstream = f"http://127.0.0.1:{up_port}"
-        stack.start(
-            [
-                str(BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{up_port}",
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "16",
-                "--no-control-socket",
-                "--log-level",
-                "warning",
-                "--pythonpath",
-                str(REPO / "bench"),
-                "gateway_fixed_upstream:app",
-            ],
-            {"BENCH_JWKS_FILE": str(jwks)},
-            f"{upstream}/healthz",
-        )
+        upstream = stack.start_fixed_upstream(jwks, threads=16)
         targets = {"direct": upstream}
 
         ours = free_port()

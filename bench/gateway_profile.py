@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_bench import BIN, REPO, TARGET, Stack, free_port, make_key
+from gateway_bench import TARGET, Stack, make_key
 
 from gateway_service.app import create_app
 from gateway_service.settings import Settings
@@ -62,29 +62,7 @@ def main() -> None:
     token, _, jwks = make_key(tmp)
     stack = Stack()
     try:
-        port = free_port()
-        upstream = f"http://127.0.0.1:{port}"
-        stack.start(
-            [
-                str(BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "4",
-                "--no-control-socket",
-                "--log-level",
-                "warning",
-                "--pythonpath",
-                str(REPO / "bench"),
-                "gateway_fixed_upstream:app",
-            ],
-            {"BENCH_JWKS_FILE": str(jwks)},
-            f"{upstream}/healthz",
-        )
+        upstream = stack.start_fixed_upstream(jwks, threads=4)
         env = {
             "AUTH_SERVICE_URL": upstream,
             "RATE_LIMIT_DEFAULT": "1000000000/minute",
