@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from typing import Any
 
 import falcon
+import requests
 from opentelemetry.trace import TracerProvider
+from requests.adapters import HTTPAdapter
 
 from gateway_service.client import ClientAddress
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
-from gateway_service.proxy import ProxySink, Upstream, make_session
+from gateway_service.proxy import ProxySink, Upstream
 from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
@@ -40,7 +43,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     upstreams = {
         url: Upstream(url, settings, name=names[url], metrics=metrics) for url in table.upstreams
     }
-    keys_session = make_session(2)
+    keys_session = _own_session()
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
     verifier = TokenVerifier(settings, keys)
     if keys is not None and not keys.prefetch():
@@ -80,6 +83,27 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     tracing = UpstreamTracing(tracer_provider) if tracer_provider is not None else None
     app.add_sink(ProxySink(settings, table, upstreams, verifier, store, metrics, tracing), "/")
     return app
+
+
+class _RefuseCookies(DefaultCookiePolicy):
+    """A shared session must never keep one response's cookies for the next request."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        """Refuse every cookie."""
+        return False
+
+
+def _own_session() -> requests.Session:
+    """The session for the gateway's own calls (JWKS, readiness): no env proxies or cookies."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers.clear()
+    policy: CookiePolicy = _RefuseCookies()
+    session.cookies.set_policy(policy)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _upstream_names(settings: Settings, table: RouteTable) -> dict[str, str]:
