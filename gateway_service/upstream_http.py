@@ -34,6 +34,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _UNSAFE_VALUE = re.compile(r"[\x00\r\n]").search
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]").search
 _NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_INTERIM = 8
 
 
 class UpstreamError(Exception):
@@ -88,23 +89,26 @@ class _Connection:
             bare = self.buf.find(b"\n\n")
             if bare >= 0 and (end < 0 or bare < end):
                 end, skip = bare, 2
-            if end >= 0:
-                head = bytes(self.buf[:end])
-                del self.buf[: end + skip]
-                return [line.rstrip(b"\r") for line in head.split(b"\n")]
-            if len(self.buf) > MAX_HEAD:
+            if end > MAX_HEAD or (end < 0 and len(self.buf) > MAX_HEAD):
                 raise BadResponse("response header block too large")
+            if end >= 0:
+                head = bytes(self.buf[: end + 1])  # through the last line's LF
+                del self.buf[: end + skip]
+                # RFC 9112 §2.2: a NUL or a CR outside a line end is refused, never relayed.
+                if b"\x00" in head or head.count(b"\r") != head.count(b"\r\n"):
+                    raise BadResponse("a NUL or bare CR in the response head")
+                return [line.rstrip(b"\r") for line in head[:-1].split(b"\n")]
             self.fill()
 
     def read_line(self) -> bytes:
         while True:
             end = self.buf.find(b"\n")
+            if end > MAX_HEAD or (end < 0 and len(self.buf) > MAX_HEAD):
+                raise BadResponse("chunk line too long")
             if end >= 0:
                 line = bytes(self.buf[:end]).rstrip(b"\r")
                 del self.buf[: end + 1]
                 return line
-            if len(self.buf) > MAX_HEAD:
-                raise BadResponse("chunk line too long")
             self.fill()
 
     def take(self, limit: int) -> bytes:
@@ -149,6 +153,7 @@ class UpstreamResponse:
         self._length = length
         self._chunked = chunked
         self._keep_alive = keep_alive
+        self._body_read = length == 0
 
     def get(self, name: str) -> str | None:
         """The first value of a header (name in lower case), or None."""
@@ -189,14 +194,15 @@ class UpstreamResponse:
         except BadResponse:
             self.close()
             raise
+        self._body_read = True
         self.release()
 
     def release(self) -> None:
-        """Hand the connection back, or close it if it cannot carry another exchange."""
+        """Pool the connection if its body was read to the end and it may be reused."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._keep_alive and not conn.buf:
+        if self._keep_alive and self._body_read and not conn.buf:
             self._pool.give_back(conn)
         else:
             conn.close()
@@ -224,8 +230,10 @@ def _chunked_body(conn: _Connection, size: int) -> Iterator[bytes]:
         if conn.read_line():
             raise BadResponse("chunk data longer than its size")
     # Trailer fields end at an empty line; hop-by-hop by nature, so never relayed.
-    while conn.read_line():
-        pass
+    for _ in range(MAX_FIELDS + 1):
+        if not conn.read_line():
+            return
+    raise BadResponse("too many trailer fields")
 
 
 def _body_until_close(conn: _Connection, size: int) -> Iterator[bytes]:
@@ -306,7 +314,7 @@ class UpstreamPool:
             self._idle.pop().close()
 
     def _encode(self, method: str, target: str, headers: dict[str, str]) -> bytes:
-        if _UNSAFE_TARGET(target) or not _TOKEN(method):
+        if not target.startswith("/") or _UNSAFE_TARGET(target) or not _TOKEN(method):
             raise InvalidRequest("the request target or method cannot be sent")
         lines = [f"{method} {target} HTTP/1.1\r\nHost: {self._host_header}\r\n"]
         for name, value in headers.items():
@@ -350,24 +358,26 @@ class UpstreamPool:
         return _Connection(sock)
 
     def _response(self, conn: _Connection, method: str) -> UpstreamResponse:
-        while True:
+        for _ in range(_MAX_INTERIM + 1):
             lines = conn.read_head()
             version, status = _status_line(lines[0])
             # Interim answers (100 Continue, 103 Early Hints) are the upstream's business.
-            if not 100 <= status < 200:
+            if status >= 200:
                 break
             if status == 101:
                 raise BadResponse("the upstream switched protocols unasked")
+        else:
+            raise BadResponse("too many interim responses")
         headers = _header_fields(lines[1:])
         keep_alive = version == b"HTTP/1.1"
         codings: list[str] = []
         lengths: list[str] = []
         for name, value in headers:
             lower = name.lower()
-            if lower == "connection" and "close" in value.lower():
+            if lower == "connection" and "close" in _tokens(value):
                 keep_alive = False
             elif lower == "transfer-encoding":
-                codings.extend(part.strip().lower() for part in value.split(","))
+                codings.extend(_tokens(value))
             elif lower == "content-length":
                 lengths.append(value)
         if method == "HEAD" or status in _NO_BODY_STATUSES:
@@ -390,7 +400,10 @@ def _status_line(line: bytes) -> tuple[bytes, int]:
     code = rest[:3]
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit() or rest[3:4] not in b" ":
         raise BadResponse("invalid status line")
-    return version, int(code)
+    status = int(code)
+    if not 100 <= status <= 599:
+        raise BadResponse("status code out of range")
+    return version, status
 
 
 def _header_fields(lines: list[bytes]) -> list[tuple[str, str]]:
@@ -411,6 +424,10 @@ def _header_fields(lines: list[bytes]) -> list[tuple[str, str]]:
             raise BadResponse("an invalid response header line")
         fields.append((name, value.strip(" \t")))
     return fields
+
+
+def _tokens(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",")]
 
 
 def _content_length(values: list[str]) -> int:
