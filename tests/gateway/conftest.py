@@ -158,6 +158,7 @@ def start_gateway() -> Iterator[Callable[..., Gateway]]:
     yield start
     for gateway in started:
         stop(gateway.proc)
+        gateway.log.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,7 @@ def gateway(echo: Echo) -> Iterator[Gateway]:
     gw = launch_gateway(gateway_env(echo))
     yield gw
     stop(gw.proc)
+    gw.log.unlink()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import socket
 import socketserver
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -245,15 +246,21 @@ def gateway_env(echo: Echo, **overrides: str) -> dict[str, str]:
 
 @dataclass
 class Gateway:
-    """A gateway under real gunicorn."""
+    """A gateway under real gunicorn; its output goes to a file (a pipe nobody reads would
+    fill after a few hundred access lines and stall the workers)."""
 
     url: str
     port: int
     proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        """Everything the gateway has written so far (access lines, gunicorn's log)."""
+        return self.log.read_text(errors="replace")
 
 
 def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
-    """Start the gateway under gunicorn with the deploy config (gthread, N workers)."""
+    """Start the gateway under gunicorn with the deploy config (N workers)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL",)}
     full_env.update(
@@ -265,19 +272,21 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
         }
     )
     full_env.update(env)
-    proc = subprocess.Popen(
-        [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_gateway.conf.py")],
-        cwd=REPO,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    gateway = Gateway(f"http://127.0.0.1:{port}", port, proc)
+    fd, name = tempfile.mkstemp(prefix=f"gateway-{port}-", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_gateway.conf.py")],
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    gateway = Gateway(f"http://127.0.0.1:{port}", port, proc, Path(name))
     try:
         wait_http(f"{gateway.url}/healthz", proc=proc)
-    except Exception:
+    except Exception as ex:
         stop(proc)
-        raise
+        raise RuntimeError(f"the gateway did not start:\n{gateway.output()[-3000:]}") from ex
     return gateway
 
 

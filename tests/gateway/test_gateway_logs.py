@@ -207,8 +207,7 @@ def test_gunicorn_workers_write_the_configured_format(echo: Echo, log_format: st
         assert result.status_code == 200
     finally:
         stop(gateway.proc)
-    assert gateway.proc.stdout is not None
-    output = gateway.proc.stdout.read().decode(errors="replace")
+    output = gateway.output()
     lines = [line for line in output.splitlines() if "gunicorn-1" in line]
     assert len(lines) == 1, output[-3000:]
     if log_format == "json":
