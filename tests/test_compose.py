@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from gunicorn.config import Config
+from gunicorn.workers.gthread import ThreadWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -390,7 +391,10 @@ def test_gunicorn_conf_defaults(service: str, monkeypatch: pytest.MonkeyPatch) -
     )
     assert cfg.proxy_allow_ips == [], f"{service}: proxy_allow_ips={cfg.proxy_allow_ips}"
     assert cfg.forwarder_headers == [], f"{service}: proxies may rewrite {cfg.forwarder_headers}"
-    assert cfg.worker_class_str == "gthread", f"{service}: worker_class {cfg.worker_class_str}"
+    worker_class = {"auth": "gthread", "gateway": "gateway_service.worker.KeepAliveThreadWorker"}
+    assert cfg.worker_class_str == worker_class[service], f"{service}: {cfg.worker_class_str}"
+    assert issubclass(cfg.worker_class, ThreadWorker), f"{service}: not a threaded worker"
+    assert cfg.reuse_port, f"{service}: one shared listening socket (unbalanced workers)"
     assert cfg.threads == {"auth": 4, "gateway": 8}[service], f"{service}: threads {cfg.threads}"
     assert cfg.workers == 2, f"{service}: workers {cfg.workers}, want WEB_CONCURRENCY default 2"
     port = {"auth": "8001", "gateway": "8000"}[service]
