@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import time
@@ -434,28 +435,39 @@ class ProxySink:
                 resp.content_length = int(length)
             upstream_resp.release()
             return
-        if length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT:
-            # PERF: small bodies in one read; Falcon then sets Content-Length itself.
-            resp.data = upstream_resp.read()
-            return
-        if length is not None and length.isdigit():
+        if length is not None and length.isdigit() and int(length) > _BUFFER_LIMIT:
             resp.content_length = int(length)
-        resp.stream = _Relay(upstream_resp)
+            resp.stream = _Relay(upstream_resp, upstream_resp.stream(_CHUNK))
+            return
+        # PERF: a small body in one read; Falcon then sets Content-Length itself. An
+        # unsized (chunked, until-close) one is buffered up to the same limit, so a broken
+        # one still becomes a clean 502 rather than a response cut short.
+        pieces = upstream_resp.stream(_CHUNK)
+        buffered: list[bytes] = []
+        size = 0
+        for piece in pieces:
+            buffered.append(piece)
+            size += len(piece)
+            if size > _BUFFER_LIMIT:
+                resp.stream = _Relay(upstream_resp, itertools.chain(buffered, pieces))
+                return
+        resp.data = b"".join(buffered)
 
 
 class _Relay:
-    """Streams a large or unsized upstream body; returns the connection when done."""
+    """Streams a large upstream body; the connection is pooled only if it was read to the end."""
 
-    def __init__(self, upstream_resp: UpstreamResponse) -> None:
+    def __init__(self, upstream_resp: UpstreamResponse, pieces: Iterator[bytes]) -> None:
         self._resp = upstream_resp
+        self._pieces = pieces
 
     def __iter__(self) -> Iterator[bytes]:
         # NOTE: a failure here comes after the status line went out: it propagates, and
         # gunicorn cuts the client's response short rather than let it look complete.
-        yield from self._resp.stream(_CHUNK)
+        return self._pieces
 
     def close(self) -> None:
-        """Drop the connection unless the body was read to the end (it is pooled then)."""
+        """Drop the connection if the body was not read to the end."""
         self._resp.close()
 
 
