@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -244,6 +244,17 @@ def gateway_env(echo: Echo, **overrides: str) -> dict[str, str]:
     return env
 
 
+def start_gunicorn(conf: str, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
+    """gunicorn with one of deploy/'s configs, its output (stdout and stderr) to `log`."""
+    return subprocess.Popen(
+        [GUNICORN, "-c", str(REPO / "deploy" / conf)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 @dataclass
 class Gateway:
     """A gateway under real gunicorn; its output goes to a file (a pipe nobody reads would
@@ -274,13 +285,7 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
     full_env.update(env)
     fd, name = tempfile.mkstemp(prefix=f"gateway-{port}-", suffix=".log")
     with os.fdopen(fd, "wb") as log:
-        proc = subprocess.Popen(
-            [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_gateway.conf.py")],
-            cwd=REPO,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_gunicorn("gunicorn_gateway.conf.py", full_env, log)
     gateway = Gateway(f"http://127.0.0.1:{port}", port, proc, Path(name))
     try:
         wait_http(f"{gateway.url}/healthz", proc=proc)
@@ -349,13 +354,7 @@ def running_auth_service(var: Path, **env: str) -> Iterator[str]:
     )
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     with (var / "gunicorn.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_auth.conf.py")],
-            cwd=REPO,
-            env=server_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_gunicorn("gunicorn_auth.conf.py", server_env, log)
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
             yield f"http://127.0.0.1:{port}"
