@@ -6,8 +6,10 @@ import functools
 import itertools
 import logging
 import math
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -110,8 +112,17 @@ class Upstream:
         )
         # PERF: our own keep-alive client, not requests.Session: see upstream_http.
         self.pool = UpstreamPool(
-            base_url, settings.connect_timeout, settings.read_timeout, settings.pool_size
+            base_url,
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.pool_size,
+            ssl_context=_tls_context(settings.upstream_ca_file),
         )
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
+    """Trust exactly the operator's CAs for https upstreams; None: the public bundle."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
 
 
 class ProxySink:

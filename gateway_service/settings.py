@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,7 @@ class Settings:
     read_timeout: float = 30.0
     max_body_bytes: int = 1024 * 1024
     upstream_retries: int = 1
+    upstream_ca_file: Path | None = None
     pool_size: int = 8
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 30.0
@@ -219,6 +221,7 @@ class Settings:
             read_timeout=env.number("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
             max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
             upstream_retries=env.integer("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
+            upstream_ca_file=env.ca_file("GATEWAY_UPSTREAM_CA_FILE"),
             pool_size=env.integer("GATEWAY_THREADS", 8, 1, 1024),
             breaker_failure_threshold=env.integer("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
             breaker_reset_seconds=env.number("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
@@ -242,6 +245,19 @@ class _Env:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+
+    def ca_file(self, name: str) -> Path | None:
+        """A PEM file of CA certificates, checked now (a bad one fails at start-up)."""
+        raw = self.text(name, "")
+        if not raw:
+            return None
+        try:
+            ssl.create_default_context(cafile=raw)
+        except (OSError, ssl.SSLError) as ex:
+            raise SettingsError(
+                f"{name}: not a readable PEM file of CA certificates ({ex.strerror or ex})"
+            ) from None
+        return Path(raw)
 
     def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,8 +22,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jose import jwt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -310,6 +315,52 @@ class RawUpstream(socketserver.ThreadingTCPServer):
     def url(self) -> str:
         """Its base URL."""
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class TlsRawUpstream(RawUpstream):
+    """A RawUpstream behind TLS with the given server context."""
+
+    def __init__(self, response: bytes, context: ssl.SSLContext) -> None:
+        self.context = context
+        super().__init__(response)
+
+    @property
+    def url(self) -> str:
+        """Its https base URL."""
+        return f"https://127.0.0.1:{self.server_address[1]}"
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept and complete the handshake (a failed one is dropped by socketserver)."""
+        sock, address = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True), address
+
+
+def self_signed_certificate() -> tuple[bytes, bytes]:
+    """A self-signed certificate for IP 127.0.0.1 and its key, both PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 class _RawHandler(socketserver.BaseRequestHandler):
