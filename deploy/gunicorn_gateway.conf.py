@@ -25,6 +25,3 @@ bind = [f"{os.environ.get('GATEWAY_HOST', '127.0.0.1')}:{env_int('GATEWAY_PORT',
 # upstream (DESIGN §10), so each process runs threads; 8 per process keeps a slow
 # upstream from starving the rest while its circuit breaker trips.
 threads = env_int("GATEWAY_THREADS", 8)
-# gthread, except that an otherwise idle worker serves a keep-alive client's next request
-# in place: ~0.3 ms less per request on one connection (see the class).
-worker_class = "gateway_service.worker.KeepAliveThreadWorker"

@@ -391,8 +391,9 @@ def test_gunicorn_conf_defaults(service: str, monkeypatch: pytest.MonkeyPatch) -
     )
     assert cfg.proxy_allow_ips == [], f"{service}: proxy_allow_ips={cfg.proxy_allow_ips}"
     assert cfg.forwarder_headers == [], f"{service}: proxies may rewrite {cfg.forwarder_headers}"
-    worker_class = {"auth": "gthread", "gateway": "gateway_service.worker.KeepAliveThreadWorker"}
-    assert cfg.worker_class_str == worker_class[service], f"{service}: {cfg.worker_class_str}"
+    assert cfg.worker_class_str == "gunicorn_worker.KeepAliveThreadWorker", (
+        f"{service}: worker_class {cfg.worker_class_str}"
+    )
     assert issubclass(cfg.worker_class, ThreadWorker), f"{service}: not a threaded worker"
     assert cfg.reuse_port, f"{service}: one shared listening socket (unbalanced workers)"
     assert cfg.threads == {"auth": 4, "gateway": 8}[service], f"{service}: threads {cfg.threads}"

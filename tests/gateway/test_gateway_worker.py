@@ -1,4 +1,5 @@
-"""The gateway's gunicorn worker and listeners: keep-alive served in place, never hoarded.
+"""The services' gunicorn worker (deploy/gunicorn_worker.py) and listeners, through the
+gateway: keep-alive served in place, never hoarded.
 
 Real gunicorn, real sockets: one keep-alive connection stays correct over many requests,
 pipelined requests are answered in order, an idle kept-alive connection does not hold the
