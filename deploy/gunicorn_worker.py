@@ -1,27 +1,37 @@
-"""Both services' gunicorn worker: gthread, serving a busy keep-alive connection in place.
+"""Both services' gunicorn worker: gthread, with two changes.
 
-PERF: stock gthread hands every keep-alive request across two threads: the main loop
-polls the socket, queues it to a pool thread, and the pool thread passes it back through a
-pipe when done. On one connection that costs ~0.3 ms per request here: a third of the 1 ms
-the gateway may add (bench/gateway_bench.py), and GET /auth/me on the auth service went
-from 1.85 to 1.37 ms at p50. When this thread is the worker's only busy one, it instead
-waits up to LINGER_MS for the client's next request and serves it directly.
-Under load (more than one request in flight) nothing changes: the connection goes back to
-the poller as before, so no connection can keep a thread from the others for longer than
-LINGER, and only while there is no other work.
+1. Keep-alive served in place (PERF). Stock gthread hands every keep-alive request across
+two threads: the main loop polls the socket, queues it to a pool thread, and the pool
+thread passes it back through a pipe when done. On one connection that costs ~0.3 ms per
+request here: a third of the 1 ms the gateway may add (bench/gateway_bench.py), and GET
+/auth/me on the auth service went from 1.85 to 1.37 ms at p50. When this thread is the
+worker's only busy one, it instead waits up to LINGER_MS for the client's next request and
+serves it directly. Under load (more than one request in flight) nothing changes: the
+connection goes back to the poller as before, so no connection can keep a thread from the
+others for longer than LINGER_MS, and only while there is no other work.
+
+2. Problem pages. A request gunicorn itself refuses (a malformed request line or header,
+one over the size limits) never reaches either app, and gunicorn answers it with an HTML
+page. Every error we send is application/problem+json with a request id (DESIGN §6), so
+the worker answers those with a problem document instead: same status and message.
 """
 
 from __future__ import annotations
 
+import json
 import select
 import threading
+import uuid
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 # A client on the same host answers within tens of microseconds; one that takes longer
 # goes back to the poller like any other.
 LINGER_MS = 2
+# gunicorn's messages quote the offending request line or header; keep the quote short.
+_DETAIL_LIMIT = 256
 
 
 class KeepAliveThreadWorker(ThreadWorker):
@@ -32,6 +42,13 @@ class KeepAliveThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self._busy_lock = threading.Lock()
         self._busy = 0
+
+    def init_process(self) -> None:
+        """Answer gunicorn's own errors as problem+json in this worker, then run it."""
+        # NOTE: gunicorn writes every error page through this one function, looked up at
+        # call time; tests/gateway/test_gateway_worker.py catches an upgrade that changes it.
+        util.write_error = write_problem
+        super().init_process()
 
     def handle(self, conn: Any) -> Any:
         """Serve requests on `conn` while it is the only busy one and its client keeps up."""
@@ -54,3 +71,25 @@ def _readable(sock: Any) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(LINGER_MS))
+
+
+def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
+    """gunicorn's error page, as an RFC 9457 problem with a fresh request id."""
+    request_id = uuid.uuid4().hex
+    problem: dict[str, Any] = {"type": "about:blank", "title": reason, "status": status}
+    if message:
+        problem["detail"] = message[:_DETAIL_LIMIT]
+    problem["request_id"] = request_id
+    body = json.dumps(problem, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-ID: {request_id}\r\n"
+        "Cache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
+        "\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)

@@ -6,6 +6,8 @@ a token signed by one worker must verify in the other, whichever serves the next
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -92,3 +94,21 @@ def test_logout_in_one_worker_is_seen_by_the_other(server: tuple[str, Path]) -> 
         after = fresh_connection("GET", f"{base}/api/v1/auth/me", pair["access_token"])
         assert after.status_code == 401
         assert after.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_request_gunicorn_refuses_is_a_problem(server: tuple[str, Path]) -> None:
+    # Never reaches the app: gunicorn refuses the header name; the worker answers in the
+    # services' error format (deploy/gunicorn_worker.py), not gunicorn's HTML page.
+    base, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/auth/me HTTP/1.1\r\nBad Name: 1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"\r\nContent-Type: application/problem+json\r\n" in head
+    problem = json.loads(body)
+    assert (problem["status"], problem["type"]) == (400, "about:blank")
+    assert b"X-Request-ID: " + problem["request_id"].encode() in head

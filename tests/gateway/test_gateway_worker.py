@@ -1,5 +1,5 @@
 """The services' gunicorn worker (deploy/gunicorn_worker.py) and listeners, through the
-gateway: keep-alive served in place, never hoarded.
+gateway: keep-alive served in place, never hoarded; gunicorn's own errors as problems.
 
 Real gunicorn, real sockets: one keep-alive connection stays correct over many requests,
 pipelined requests are answered in order, an idle kept-alive connection does not hold the
@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from gateway_support import Echo, Gateway, gateway_env
 
 REQUEST = b"GET /api/v1/catalog/item/%d HTTP/1.1\r\nHost: gw\r\nX-Seq: %d\r\n\r\n"
@@ -104,6 +105,39 @@ def test_connections_spread_over_both_workers(start_gateway, echo: Echo):
     finally:
         for sock in clients:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n", 400, id="request-line"),
+        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1\r\nBad Name: 1\r\n\r\n", 400, id="name"),
+        pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414, id="long-line"),
+        pytest.param(
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
+            431,
+            id="many-fields",
+        ),
+    ],
+)
+def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes: bytes, status):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(request_bytes)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert int(lines[0].split()[1]) == status, answer[:300]
+    assert fields["content-type"] == "application/problem+json"
+    assert int(fields["content-length"]) == len(body)
+    assert fields["x-content-type-options"] == "nosniff"
+    problem = json.loads(body)
+    assert problem["status"] == status
+    assert problem["type"] == "about:blank" and problem["title"]
+    assert problem["request_id"] == fields["x-request-id"]
+    assert b"<html" not in answer.lower()
 
 
 def connections_per_worker(gw: Gateway) -> dict[int, int]:
