@@ -7,6 +7,7 @@ a bad value stops start-up with a message naming the variable.
 import glob
 import ipaddress
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ def _prometheus_dir() -> str:
 
 
 def on_starting(server: "Arbiter") -> None:
-    """Start every master with an empty Prometheus multiprocess directory."""
+    """Refuse a port already taken; start with an empty Prometheus multiprocess directory."""
+    _refuse_taken_ports(server)
     directory = _prometheus_dir()
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -114,6 +116,34 @@ def on_starting(server: "Arbiter") -> None:
         # prometheus_client's own *.db files go: a mistyped directory must not be wiped.
         for stale in glob.glob(os.path.join(directory, "*.db")):
             os.remove(stale)
+
+
+def _refuse_taken_ports(server: "Arbiter") -> None:
+    """Stop if something already listens on our address.
+
+    With reuse_port every worker binds its own socket, so a second copy started by mistake
+    on the same port would not fail: the kernel would quietly split the traffic between
+    the two. A plain bind (no SO_REUSEPORT) fails while any listener holds the address.
+    """
+    if server.master_pid:
+        return  # a re-executed master (USR2) shares the port with the old one on purpose
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # SO_REUSEADDR: connections of an earlier run in TIME_WAIT are no obstacle.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as ex:
+                server.log.error(
+                    "%s:%s is already in use (%s): is another copy running?",
+                    address[0],
+                    address[1],
+                    ex.strerror,
+                )
+                raise SystemExit(1) from None
 
 
 def when_ready(server: "Arbiter") -> None:

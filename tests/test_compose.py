@@ -443,6 +443,10 @@ def test_gunicorn_conf_refuses_bad_values(
         load_gunicorn_conf(GUNICORN_CONFS[service], monkeypatch, **{variable: value})
 
 
+# A master with nothing to bind: on_starting's port check has nothing to probe.
+NO_LISTENERS = SimpleNamespace(master_pid=0, cfg=SimpleNamespace(address=[]))
+
+
 @pytest.mark.parametrize("service", sorted(GUNICORN_CONFS))
 def test_prometheus_hooks_reset_and_reap(
     service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -455,7 +459,7 @@ def test_prometheus_hooks_reset_and_reap(
     _, hooks = load_gunicorn_conf(
         GUNICORN_CONFS[service], monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
     )
-    hooks["on_starting"](None)
+    hooks["on_starting"](NO_LISTENERS)
     assert sorted(p.name for p in metrics_dir.iterdir()) == ["README"], (
         f"{service}: on_starting did not remove only the stale *.db files"
     )
@@ -472,7 +476,7 @@ def test_prometheus_hooks_reset_and_reap(
     _, hooks = load_gunicorn_conf(
         GUNICORN_CONFS[service], monkeypatch, PROMETHEUS_MULTIPROC_DIR=str(fresh)
     )
-    hooks["on_starting"](None)
+    hooks["on_starting"](NO_LISTENERS)
     assert fresh.is_dir(), f"{service}: on_starting did not create PROMETHEUS_MULTIPROC_DIR"
 
 

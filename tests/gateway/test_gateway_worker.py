@@ -12,11 +12,12 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from gateway_support import Echo, Gateway, gateway_env
+from gateway_support import GUNICORN, REPO, Echo, Gateway, gateway_env
 
 REQUEST = b"GET /api/v1/catalog/item/%d HTTP/1.1\r\nHost: gw\r\nX-Seq: %d\r\n\r\n"
 
@@ -138,6 +139,33 @@ def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes
     assert problem["type"] == "about:blank" and problem["title"]
     assert problem["request_id"] == fields["x-request-id"]
     assert b"<html" not in answer.lower()
+
+
+def test_second_copy_on_the_same_port_refuses_to_start(start_gateway, echo: Echo):
+    first = start_gateway(gateway_env(echo), workers=1)
+    env = {
+        **os.environ,
+        **gateway_env(echo),
+        "GATEWAY_PORT": str(first.port),
+        "WEB_CONCURRENCY": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    # With reuse_port the workers' binds would succeed and share the port's traffic.
+    second = subprocess.run(
+        [GUNICORN, "-c", str(REPO / "deploy" / "gunicorn_gateway.conf.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"127.0.0.1:{first.port} is already in use" in second.stderr
+    assert "Booting worker" not in second.stderr
+    with socket.create_connection(("127.0.0.1", first.port), timeout=5) as sock:
+        sock.sendall(REQUEST % (1, 1))
+        assert read_response(sock, bytearray())[0] == 200
 
 
 def connections_per_worker(gw: Gateway) -> dict[int, int]:
