@@ -257,7 +257,8 @@ def attach_auth(schema: Any) -> None:
 
 
 # RFC 9110 §5.1 field names are tokens; gunicorn refuses control characters in values
-# (RFC 9110 §5.5) with its own text/html 400 before any application code runs.
+# (RFC 9110 §5.5) with a 400 before any application code runs (a problem document, from
+# deploy/gunicorn_worker.py, tested in tests/gateway/test_gateway_worker.py).
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -266,8 +267,9 @@ def http_valid_headers(context: Any, headers: dict[str, Any] | None) -> bool:
     """Keep only header sets that HTTP/1.1 can carry.
 
     Negative generation invents header names and values that are not HTTP at all
-    (`2*j3m: \\x0c`); gunicorn rejects those requests before either app sees them, with
-    a text/html 400 no spec can describe. Everything HTTP can carry is still generated.
+    (`2*j3m: \\x0c`); gunicorn rejects those requests before either app sees them, and
+    no operation's responses could describe a request that is not HTTP. Everything HTTP
+    can carry is still generated.
     """
     for name, value in (headers or {}).items():
         if not _TOKEN.match(name) or _BAD_VALUE.search(str(value)):
