@@ -131,7 +131,7 @@ def create_app(
     mailer: Mailer | None = None,
     contract: Contract | None = None,
     tracer_provider: TracerProvider | None = None,
-) -> falcon.App:
+) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the auth service's WSGI app; refuses to start if spec and responders drift.
 
     Tests pass an already loaded `contract`: validating the spec takes about a second.

@@ -114,7 +114,7 @@ def handle_unexpected_error(
     raise HTTPProblem(500, code="internal-error", title="Internal Server Error")
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     """Route every error through the problem+json writer."""
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected_error)

@@ -43,7 +43,9 @@ def check_drift(contract: Contract, available: dict[str, Callable[..., Any]]) ->
         raise RoutingDrift("; ".join(problems))
 
 
-def add_spec_routes(app: falcon.App, contract: Contract, handlers: Iterable[object]) -> None:
+def add_spec_routes(
+    app: falcon.App[falcon.Request, falcon.Response], contract: Contract, handlers: Iterable[object]
+) -> None:
     """Add one Falcon route per spec path, its on_<method> being the named responder."""
     available = responders(handlers)
     check_drift(contract, available)

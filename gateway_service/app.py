@@ -26,7 +26,9 @@ from gateway_service.tracing import RequestTracing, UpstreamTracing, build_trace
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> falcon.App:
+def create_app(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the gateway: routes from config + spec, verifier, limiter, proxy, own endpoints.
 
     Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT

@@ -149,15 +149,18 @@ class RedisStore:
     def _evalsha(self, keys: list[str], ttl: int, bucket_count: int) -> list[int]:
         # PERF: EVALSHA straight through execute_command (redis-py's Script wrapper costs
         # more than the round-trip); load the script once when Redis does not know it.
+        # NOTE: execute_command is unannotated in redis-py; the script returns integers only.
+        counts: list[int]
         try:
-            return self._client.execute_command(
+            counts = self._client.execute_command(
                 "EVALSHA", self._sha, len(keys), *keys, ttl, bucket_count
             )
         except redis.exceptions.NoScriptError:
             self._client.script_load(_SCRIPT)
-            return self._client.execute_command(
+            counts = self._client.execute_command(
                 "EVALSHA", self._sha, len(keys), *keys, ttl, bucket_count
             )
+        return counts
 
     @property
     def client(self) -> redis.Redis:

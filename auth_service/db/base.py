@@ -42,11 +42,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise TypeError("UTCDateTime expects a datetime")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("naive datetime: use an aware UTC value (utcnow())")
-        value = value.astimezone(UTC)
+        utc = value.astimezone(UTC)
         # SQLite compares timestamps as text, so store every value in the same (UTC) form.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return stored values as aware UTC datetimes."""
         if value is None:
             return None

@@ -11,6 +11,7 @@ from sqlalchemy.sql.dml import Insert
 
 def insert_ignore(db: DbSession, model: type[Any], values: dict[str, Any]) -> Insert:
     """An insert that silently does nothing when the row's unique key already exists."""
-    dialect = db.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).values(**values).on_conflict_do_nothing()
+    # NOTE: one branch per dialect, as each module's insert() returns its own typed Insert.
+    if db.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    return sqlite.insert(model).values(**values).on_conflict_do_nothing()

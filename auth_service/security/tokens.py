@@ -98,7 +98,9 @@ def jwk_thumbprint(key: Mapping[str, Any]) -> str:
     return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
-def public_jwk(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, algorithm: str) -> dict:
+def public_jwk(
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, algorithm: str
+) -> dict[str, Any]:
     """Return the public JWK of a key, with `kid` set to its RFC 7638 thumbprint."""
     if isinstance(public_key, rsa.RSAPublicKey):
         numbers = public_key.public_numbers()
@@ -197,7 +199,7 @@ def _load_public_key(path: str, algorithm: str) -> Any:
     return key
 
 
-def _public_pem(public_key: Any) -> bytes:
+def _public_pem(public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
     """Serialise a public key as SubjectPublicKeyInfo PEM (what python-jose accepts)."""
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -302,7 +304,11 @@ class KeyRing:
             "role": role,
         }
         headers = {"kid": self.kid, "typ": "JWT"}
-        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm, headers=headers)
+        # NOTE: python-jose ships no types; jwt.encode returns the compact JWS as a str.
+        token: str = jwt.encode(
+            claims, self._signing_key, algorithm=self.algorithm, headers=headers
+        )
+        return token
 
     def decode_access_token(
         self, token: str, *, issuer: str, audience: str, leeway: int = 0
@@ -317,7 +323,8 @@ class KeyRing:
         if key is None:
             raise InvalidTokenError("unknown_kid")
         try:
-            claims = jwt.decode(
+            # NOTE: python-jose ships no types; jwt.decode returns the claims as a dict.
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[self.algorithm],
