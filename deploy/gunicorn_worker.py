@@ -35,7 +35,7 @@ _DETAIL_LIMIT = 256
 
 
 class KeepAliveThreadWorker(ThreadWorker):
-    """gthread, plus: an otherwise idle worker serves a keep-alive client's next request."""
+    """gthread, plus: keep-alive served in place when idle, and problem+json error pages."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ThreadWorker, with a count of requests in flight."""
