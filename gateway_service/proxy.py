@@ -59,7 +59,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 IDENTITY_HEADERS = frozenset({"x-user-id", "x-user-roles", "x-session-id"})
-# Headers the gateway sets itself (or that requests/urllib3 compute) rather than copying.
+# Headers the gateway sets itself (or its upstream client frames) rather than copying.
 _REQUEST_OWN = (
     HOP_BY_HOP
     | IDENTITY_HEADERS

@@ -5,7 +5,8 @@ when off nothing here is installed and the gateway forwards `traceparent` itself
 
 NOTE: every piece takes its tracer provider explicitly and patches nothing globally, as
 the auth service does: opentelemetry-instrumentation-falcon replaces `falcon.App` for the
-whole process, and the requests/urllib3 instrumentors patch every pool in it. Our spans
+whole process, and the requests/urllib3 instrumentors patch every pool in it (and would
+not see the proxy's own upstream client anyway). Our spans
 are two small classes, and the `traceparent` sent upstream is injected explicitly from
 the CLIENT span, so the upstream's SERVER span is that span's child.
 """
