@@ -157,8 +157,7 @@ def start_gateway() -> Iterator[Callable[..., Gateway]]:
 
     yield start
     for gateway in started:
-        stop(gateway.proc)
-        gateway.log.unlink()
+        gateway.stop()
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +165,7 @@ def gateway(echo: Echo) -> Iterator[Gateway]:
     """A default gateway (in-memory limits) in front of the echo upstream, per module."""
     gw = launch_gateway(gateway_env(echo))
     yield gw
-    stop(gw.proc)
-    gw.log.unlink()
+    gw.stop()
 
 
 @pytest.fixture

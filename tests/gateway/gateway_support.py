@@ -274,6 +274,13 @@ class Gateway:
         """Everything the gateway has written so far (access lines, gunicorn's log)."""
         return self.log.read_text(errors="replace")
 
+    def stop(self) -> str:
+        """Stop the server and remove its log file; what it wrote, for a last look."""
+        stop(self.proc)
+        output = self.output()
+        self.log.unlink(missing_ok=True)
+        return output
+
 
 def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
     """Start the gateway under gunicorn with the deploy config (N workers)."""

@@ -11,7 +11,6 @@ from gateway_support import (
     Gateway,
     launch_gateway,
     running_auth_service,
-    stop,
 )
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ def front(auth_url: str, redis_url: str) -> Iterator[Gateway]:
         }
     )
     yield gw
-    stop(gw.proc)
+    gw.stop()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 from falcon import testing
-from gateway_support import Echo, Gateway, Minter, free_port, gateway_env, launch_gateway, stop
+from gateway_support import Echo, Gateway, Minter, free_port, gateway_env, launch_gateway
 
 from gateway_service.app import create_app
 
@@ -168,7 +168,7 @@ def cors_gateway(echo: Echo):
 
     gw = launch_gateway(gateway_env(echo, CORS_ORIGINS=f"{ORIGIN},https://other.example"))
     yield gw
-    stop(gw.proc)
+    gw.stop()
 
 
 def test_cors_preflight_allowed(cors_gateway: Gateway, echo: Echo):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from falcon import testing
-from gateway_support import Echo, Minter, gateway_env, launch_gateway, stop
+from gateway_support import Echo, Minter, gateway_env, launch_gateway
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -206,8 +206,7 @@ def test_gunicorn_workers_write_the_configured_format(echo: Echo, log_format: st
         )
         assert result.status_code == 200
     finally:
-        stop(gateway.proc)
-    output = gateway.output()
+        output = gateway.stop()
     lines = [line for line in output.splitlines() if "gunicorn-1" in line]
     assert len(lines) == 1, output[-3000:]
     if log_format == "json":

@@ -25,7 +25,6 @@ from gateway_support import (
     free_port,
     launch_gateway,
     running_auth_service,
-    stop,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -408,7 +407,7 @@ def test_gateway_under_gunicorn_exports_the_same_trace(
 
         spans = [s for s in receiver.wait_for(complete) if s.trace_id == trace_id]
     finally:
-        stop(gateway.proc)
+        gateway.stop()
     gateway_spans = {s.span.kind: s for s in spans if s.service == "authgate-gateway-under-test"}
     server = gateway_spans[PbSpan.SPAN_KIND_SERVER]
     client = gateway_spans[PbSpan.SPAN_KIND_CLIENT]

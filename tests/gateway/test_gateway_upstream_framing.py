@@ -12,7 +12,7 @@ import threading
 
 import pytest
 import requests
-from gateway_support import Echo, RawUpstream, gateway_env, launch_gateway, stop
+from gateway_support import Echo, RawUpstream, gateway_env, launch_gateway
 from test_gateway_faults import assert_problem
 
 
@@ -63,8 +63,7 @@ def framing_gateway(echo: Echo):
     ]
     gateway = launch_gateway(gateway_env(echo, GATEWAY_ROUTES=json.dumps(routes)), workers=1)
     yield gateway
-    stop(gateway.proc)
-    gateway.log.unlink()
+    gateway.stop()
     for server in servers.values():
         server.shutdown()
         server.server_close()
