@@ -41,6 +41,7 @@ COPY --from=builder /opt/venv /opt/venv
 # Code stays root-owned and read-only to the app user.
 COPY auth_service ./auth_service
 COPY gateway_service ./gateway_service
+COPY authgate_common ./authgate_common
 COPY openapi ./openapi
 COPY migrations ./migrations
 COPY alembic.ini ./alembic.ini

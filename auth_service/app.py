@@ -37,8 +37,9 @@ from auth_service.services.sessions import (
 from auth_service.services.throttle import LoginThrottler
 from auth_service.settings import Settings
 from auth_service.spec import Contract
-from auth_service.tracing import RequestTracing, build_tracer_provider, trace_engine
+from auth_service.tracing import INSTRUMENTATION_NAME, trace_engine
 from auth_service.validation import SpecValidation
+from authgate_common.tracing import RequestTracing, build_tracer_provider
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def create_app(
     middleware: list[Any] = []
     if tracer_provider is not None:
         # First, so its span is current for everything after it and ends last.
-        middleware.append(RequestTracing(tracer_provider))
+        middleware.append(RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
     app = falcon.App(
         middleware=[
             *middleware,

@@ -11,6 +11,7 @@ from auth_service.db.models import User
 from auth_service.problems import unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract, operation_index
+from authgate_common.bearer import bearer_token
 
 PrincipalLoader = Callable[[str, str], User | None]
 
@@ -58,14 +59,3 @@ class BearerAuthentication:
             raise unauthorized("session-revoked", "The session has ended.", invalid_token=True)
         req.context.principal = principal
         req.context.session_id = claims["sid"]
-
-
-def bearer_token(header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        return None
-    return token

@@ -19,22 +19,14 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from authgate_common.tracing import known_method
+
 # NOTE: the format the spec declares and generate_latest() writes by default;
 # prometheus_client 0.26's CONTENT_TYPE_LATEST says version=1.0.0 instead.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "(unmatched)"
 LOGIN_OUTCOMES = ("success", "bad_credentials", "inactive", "throttled")
 REFRESH_OUTCOMES = ("rotated", "race", "reuse", "invalid")
-
-# SECURITY: the method is client input; passing it through would let a client mint series.
-_KNOWN_METHODS = frozenset(
-    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-)
-
-
-def known_method(method: str) -> str:
-    """The method, or "_OTHER" (OpenTelemetry's name) for one outside the HTTP standard."""
-    return method if method in _KNOWN_METHODS else "_OTHER"
 
 
 class Metrics:

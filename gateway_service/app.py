@@ -11,6 +11,7 @@ import requests
 from opentelemetry.trace import TracerProvider
 from requests.adapters import HTTPAdapter
 
+from authgate_common.tracing import RequestTracing, build_tracer_provider
 from gateway_service.client import ClientAddress
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
@@ -21,7 +22,7 @@ from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
-from gateway_service.tracing import RequestTracing, UpstreamTracing, build_tracer_provider
+from gateway_service.tracing import INSTRUMENTATION_NAME, UpstreamTracing
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def create_app(
     ]
     if tracer_provider is not None:
         # First, so its span is current for the rest and ends after the access log.
-        middleware.insert(0, RequestTracing(tracer_provider))
+        middleware.insert(0, RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
     app = falcon.App(middleware=middleware, cors_enable=False)
     # NOTE: the gateway forwards bodies untouched; never let Falcon parse forms.
     app.req_options.auto_parse_form_urlencoded = False

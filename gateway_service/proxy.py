@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import falcon
 
+from authgate_common.bearer import bearer_token
 from gateway_service.breaker import CLOSED, CircuitBreaker
 from gateway_service.client import ClientAddress
 from gateway_service.metrics import Metrics
@@ -29,7 +30,6 @@ from gateway_service.tokens import (
     KeysUnavailable,
     TokenError,
     TokenVerifier,
-    parse_bearer,
 )
 from gateway_service.tracing import UpstreamTracing
 from gateway_service.upstream_http import (
@@ -172,7 +172,7 @@ class ProxySink:
     def _authenticate(self, req: falcon.Request, decision: Decision) -> Identity | None:
         if decision.access == "none":
             return None
-        token = parse_bearer(req.get_header("Authorization"))
+        token = bearer_token(req.get_header("Authorization"))
         if token is None:
             if decision.access == "optional":
                 return None

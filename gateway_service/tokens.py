@@ -48,17 +48,6 @@ class Identity:
     expires_at: float
 
 
-def parse_bearer(header: str | None) -> str | None:
-    """Return the token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        return None
-    return token
-
-
 class JwksKeys:
     """Signing keys by kid from the JWKS; an unknown kid refetches at most once per interval."""
 

@@ -56,7 +56,10 @@ DESIGN_ENV_NAMES = {
 }  # fmt: skip
 
 # Everything the app needs at run time; the image must carry each of these.
-APP_PATHS = ["auth_service", "gateway_service", "openapi", "migrations", "alembic.ini", "deploy"]
+APP_PATHS = [
+    "auth_service", "gateway_service", "authgate_common",
+    "openapi", "migrations", "alembic.ini", "deploy",
+]  # fmt: skip
 
 # Variables that change what the gunicorn configs (and gunicorn itself) compute.
 GUNICORN_ENV = [

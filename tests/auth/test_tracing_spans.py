@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from auth_service.app import create_app
 from auth_service.settings import Settings, SettingsError
 from auth_service.spec import Contract
-from auth_service.tracing import build_tracer_provider
+from authgate_common.tracing import build_tracer_provider
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
