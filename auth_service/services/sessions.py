@@ -124,8 +124,9 @@ class SessionService:
             raise self._failed_login(email)
         if not user.is_active:
             raise errors.InactiveUser()
-        self._throttler.reset(email)
         with self._sessions.begin() as db:
+            # PERF: the throttle is cleared in the session's own transaction, not a second one.
+            self._throttler.reset(db, email)
             session = Session(
                 id=uuid.uuid4(),
                 user_id=user.id,

@@ -6,7 +6,7 @@ import hashlib
 import math
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -65,9 +65,6 @@ class LoginThrottler:
             if row.failures >= self._max_failures:
                 row.locked_until = now + self._lockout
 
-    def reset(self, email: str) -> None:
-        """Forget the failures after a successful login."""
-        with self._sessions.begin() as db:
-            row = db.get(LoginThrottle, email_key(email))
-            if row is not None:
-                db.delete(row)
+    def reset(self, db: DbSession, email: str) -> None:
+        """Forget the failures after a successful login, in the caller's transaction."""
+        db.execute(delete(LoginThrottle).where(LoginThrottle.email_hash == email_key(email)))
