@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import timedelta
 
@@ -13,11 +12,12 @@ from sqlalchemy.orm import sessionmaker
 from auth_service.db.models import LoginThrottle, utcnow
 from auth_service.db.upsert import insert_ignore
 from auth_service.errors import LoginThrottled
+from auth_service.security.opaque import token_hash
 
 
 def email_key(email: str) -> str:
     """The throttle key: a hash, so emails of non-users are never stored in clear."""
-    return hashlib.sha256(email.encode()).hexdigest()
+    return token_hash(email)
 
 
 class LoginThrottler:
