@@ -180,7 +180,6 @@ def create_app(
                 services.accounts,
                 services.sessions,
                 services.password_resets,
-                settings.trusted_proxies,
             ),
             UserOperations(services.accounts),
             KeyOperations(services.key_ring),

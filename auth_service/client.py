@@ -10,10 +10,10 @@ import falcon
 from auth_service.services.sessions import ClientInfo
 
 
-def client_info(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> ClientInfo:
-    """The client as recorded on its session."""
+def client_info(req: falcon.Request) -> ClientInfo:
+    """The client as recorded on its session; its address was settled by RequestContext."""
     user_agent = req.user_agent[:512] if req.user_agent else None
-    return ClientInfo(user_agent=user_agent, ip_address=client_ip(req, trusted_proxies))
+    return ClientInfo(user_agent=user_agent, ip_address=req.context.client_ip)
 
 
 def client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> str | None:

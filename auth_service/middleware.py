@@ -27,12 +27,14 @@ class RequestContext:
         self._trusted_proxies = trusted_proxies
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Start the clock and settle the request id."""
+        """Start the clock and settle the request id and the client's address."""
         req.context.started = time.perf_counter()
         incoming = req.get_header("X-Request-ID")
         req.context.request_id = (
             incoming if incoming and _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         )
+        # NOTE: worked out once here for the access log and the session records alike.
+        req.context.client_ip = client_ip(req, self._trusted_proxies)
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
@@ -57,6 +59,6 @@ class RequestContext:
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
                 "user_id": str(principal.id) if principal is not None else None,
-                "client_ip": client_ip(req, self._trusted_proxies),
+                "client_ip": req.context.client_ip,
             },
         )

@@ -27,12 +27,10 @@ class AuthOperations:
         accounts: AccountService,
         sessions: SessionService,
         password_resets: PasswordResetService,
-        trusted_proxies: tuple[str, ...],
     ) -> None:
         self._accounts = accounts
         self._sessions = sessions
         self._password_resets = password_resets
-        self._trusted_proxies = trusted_proxies
 
     def register(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/register."""
@@ -45,17 +43,13 @@ class AuthOperations:
     def login(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/login."""
         body = req.context.body
-        pair = self._sessions.login(
-            body["email"], body["password"], client_info(req, self._trusted_proxies)
-        )
+        pair = self._sessions.login(body["email"], body["password"], client_info(req))
         resp.set_headers(TOKEN_RESPONSE_HEADERS)
         resp.media = token_pair_json(pair)
 
     def refresh(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/refresh."""
-        pair = self._sessions.refresh(
-            req.context.body["refresh_token"], client_info(req, self._trusted_proxies)
-        )
+        pair = self._sessions.refresh(req.context.body["refresh_token"], client_info(req))
         resp.set_headers(TOKEN_RESPONSE_HEADERS)
         resp.media = token_pair_json(pair)
 
