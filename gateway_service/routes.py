@@ -84,16 +84,20 @@ class RouteTable:
     def __init__(self, settings: Settings, spec: Mapping[str, Any]) -> None:
         """Build the table once; refuse configured operations the spec does not have."""
         self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
-        self._operations = spec_operations(spec)
+        operations = spec_operations(spec)
         self._settings = settings
-        known = {op.operation_id for op in self._operations}
+        known = {op.operation_id for op in operations}
         missing = [op for op in settings.rate_limited_operations if op not in known]
         if missing:
             raise SettingsError(
                 f"GATEWAY_AUTH_RATE_LIMITED_OPERATIONS: not in the spec: {', '.join(missing)}"
             )
         wanted = set(settings.rate_limited_operations)
-        self._sensitive = [op for op in self._operations if op.operation_id in wanted]
+        # PERF: per method, in spec order, so a request scans only its method's operations.
+        self._by_method = _by_method(operations)
+        self._sensitive_by_method = _by_method(
+            [op for op in operations if op.operation_id in wanted]
+        )
         self._policies = {"auth": self._rate_policy("auth")}
         for route in self._routes:
             self._policies[route.rate_limit] = self._rate_policy(route.rate_limit)
@@ -130,8 +134,8 @@ class RouteTable:
     def _token_policy(self, route: RouteConfig, method: str, path: str) -> str:
         if route.auth != "spec":
             return route.auth
-        for op in self._operations:
-            if op.method == method and op.pattern.match(path):
+        for op in self._by_method.get(method, ()):
+            if op.pattern.match(path):
                 if op.public:
                     return "none"
                 return "optional" if op.optional else "required"
@@ -141,8 +145,8 @@ class RouteTable:
     def _sensitive_operation(self, route: RouteConfig, method: str, path: str) -> str | None:
         if route.auth != "spec":
             return None
-        for op in self._sensitive:
-            if op.method == method and op.pattern.match(path):
+        for op in self._sensitive_by_method.get(method, ()):
+            if op.pattern.match(path):
                 return op.operation_id
         return None
 
@@ -155,3 +159,10 @@ class RouteTable:
         if policy == "default":
             return settings.rate_limit_default, settings.rate_limit_fail_open
         return Rate.parse(policy, "GATEWAY_ROUTES"), settings.rate_limit_fail_open
+
+
+def _by_method(operations: list[_Operation]) -> dict[str, list[_Operation]]:
+    grouped: dict[str, list[_Operation]] = {}
+    for op in operations:
+        grouped.setdefault(op.method, []).append(op)
+    return grouped
