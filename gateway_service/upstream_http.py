@@ -154,13 +154,14 @@ class UpstreamResponse:
         self._chunked = chunked
         self._keep_alive = keep_alive
         self._body_read = length == 0
+        # The first value of each field, by lower-case name: the proxy asks for several.
+        self._first: dict[str, str] = {}
+        for key, value in headers:
+            self._first.setdefault(key.lower(), value)
 
     def get(self, name: str) -> str | None:
         """The first value of a header (name in lower case), or None."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        return self._first.get(name)
 
     def read(self) -> bytes:
         """The whole body; the connection goes back to the pool."""
