@@ -80,7 +80,6 @@ _REQUEST_OWN = (
 )
 _RESPONSE_DROP = HOP_BY_HOP | {"server", "x-powered-by", "content-length", "date", "x-request-id"}
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_NO_RETRY_SUFFIXES = ("/auth/refresh",)
 _PATH_SAFE = "/!$&'()*+,;=:@~-._"
 _BUFFER_LIMIT = 1024 * 1024
 _CHUNK = 64 * 1024
@@ -93,15 +92,15 @@ class Upstream:
         self,
         base_url: str,
         settings: Settings,
-        name: str | None = None,
-        metrics: Metrics | None = None,
+        name: str,
+        metrics: Metrics | None,
     ) -> None:
         """Build the pool once per process.
 
         `name` labels its metrics: the first route prefix it serves, never its host.
         """
         self.base_url = base_url
-        self.name = name or base_url
+        self.name = name
         self.prefix = urlsplit(base_url).path.rstrip("/")
         on_change = None
         if metrics is not None:
@@ -219,18 +218,18 @@ class ProxySink:
         self._apply(resp, decision, outcome)
 
     def _store_unavailable(self, decision: Decision, identity: Identity | None) -> None:
-        closed = (decision.rate is not None and not decision.fail_open) or (
-            identity is not None and not self._revocation_fail_open
-        )
+        limits_closed = decision.rate is not None and not decision.fail_open
+        sessions_closed = identity is not None and not self._revocation_fail_open
         if self._metrics is not None:
-            self._metrics.store_failures.labels("closed" if closed else "open").inc()
-        if decision.rate is not None and not decision.fail_open:
+            outcome = "closed" if limits_closed or sessions_closed else "open"
+            self._metrics.store_failures.labels(outcome).inc()
+        if limits_closed:
             raise falcon.HTTPServiceUnavailable(
                 description="Rate limiting is unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
                 code="rate_limit_unavailable",
             )
-        if identity is not None and not self._revocation_fail_open:
+        if sessions_closed:
             raise falcon.HTTPServiceUnavailable(
                 description="Session checks are unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
@@ -364,7 +363,7 @@ class ProxySink:
         headers: dict[str, str],
         body: bytes | None,
     ) -> None:
-        upstream_resp = self._send(upstream, req.method, target, headers, body, req.path)
+        upstream_resp = self._send(upstream, req.method, target, headers, body)
         try:
             self._relay(req, resp, upstream_resp)
         except UpstreamError as ex:
@@ -383,9 +382,9 @@ class ProxySink:
         target: str,
         headers: dict[str, str],
         body: bytes | None,
-        path: str,
     ) -> UpstreamResponse:
-        retryable = method in _IDEMPOTENT and not path.endswith(_NO_RETRY_SUFFIXES)
+        # NOTE: never /auth/refresh (DESIGN §10): it is a POST, so this rule covers it.
+        retryable = method in _IDEMPOTENT
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
             try:
