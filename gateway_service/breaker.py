@@ -43,11 +43,6 @@ class CircuitBreaker:
             if self._on_change is not None:
                 self._on_change(state)
 
-    @property
-    def state(self) -> str:
-        """The current state name."""
-        return self._state
-
     def before_call(self) -> float | None:
         """Return None to go ahead, or the seconds until the next trial when refusing."""
         if self._state == CLOSED:

@@ -154,7 +154,8 @@ class TokenVerifier:
     ) -> None:
         """Keep the verification parameters; `keys` is None for HS256."""
         self._algorithms = list(settings.jwt_algorithms)
-        self._secret = settings.jwt_secret if settings.jwt_algorithms == ("HS256",) else None
+        # Used only without `keys`: create_app passes None exactly for HS256.
+        self._secret = settings.jwt_secret
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._keys = keys

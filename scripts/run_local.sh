@@ -38,15 +38,11 @@ $BIN/gunicorn -c deploy/gunicorn_auth.conf.py &
 pids+=($!)
 wait_for "http://127.0.0.1:$AUTH_PORT/healthz"
 
-if [ -f gateway_service/wsgi.py ]; then
-  echo "==> Starting the gateway on 127.0.0.1:$GATEWAY_PORT"
-  $BIN/gunicorn -c deploy/gunicorn_gateway.conf.py &
-  pids+=($!)
-  wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz"
-  public="http://127.0.0.1:$GATEWAY_PORT"
-else
-  public="http://127.0.0.1:$AUTH_PORT"
-fi
+echo "==> Starting the gateway on 127.0.0.1:$GATEWAY_PORT"
+$BIN/gunicorn -c deploy/gunicorn_gateway.conf.py &
+pids+=($!)
+wait_for "http://127.0.0.1:$GATEWAY_PORT/healthz"
+public="http://127.0.0.1:$GATEWAY_PORT"
 
 cat <<MSG
 
