@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 DEFAULT_SPEC_PATH = REPO_ROOT / "openapi" / "auth.yaml"
 
-ALGORITHMS = ("RS256", "ES256", "HS256")
 RESPONSE_VALIDATION_MODES = ("strict", "log", "off")
 
 
@@ -121,9 +122,11 @@ class Settings:
 
     def check(self) -> None:
         """Refuse combinations that cannot work, naming the variable to fix."""
-        weak_secret = not self.jwt_secret or len(self.jwt_secret.encode()) < 32
+        weak_secret = not self.jwt_secret or len(self.jwt_secret.encode()) < MIN_HS256_SECRET_BYTES
         if self.jwt_algorithm == "HS256" and weak_secret:
-            raise SettingsError("JWT_SECRET must be set to at least 32 bytes for HS256")
+            raise SettingsError(
+                f"JWT_SECRET must be set to at least {MIN_HS256_SECRET_BYTES} bytes for HS256"
+            )
         if not self.database_url.startswith(("sqlite", "postgresql")):
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if not self.password_reset_url.startswith(("http://", "https://")):
