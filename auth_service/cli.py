@@ -11,7 +11,11 @@ from sqlalchemy.engine import make_url
 
 from auth_service import errors
 from auth_service.db.migrations import upgrade
+from auth_service.security.passwords import MAX_PASSWORD_BYTES
+from auth_service.services.accounts import normalize_email
 from auth_service.settings import Settings, SettingsError
+
+MIN_PASSWORD_CHARS = 8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,21 +62,27 @@ def create_admin(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    if len(password) < 8:
-        print("error: the password must have at least 8 characters", file=sys.stderr)
+    if len(password) < MIN_PASSWORD_CHARS:
+        print(
+            f"error: the password must have at least {MIN_PASSWORD_CHARS} characters",
+            file=sys.stderr,
+        )
         return 2
     services = build_services(settings)
     try:
         created = services.accounts.ensure_admin(email, password)
     except errors.PasswordTooLong:
-        print("error: the password is longer than 72 bytes of UTF-8", file=sys.stderr)
+        print(
+            f"error: the password is longer than {MAX_PASSWORD_BYTES} bytes of UTF-8",
+            file=sys.stderr,
+        )
         return 2
     finally:
         services.engine.dispose()
     if created:
-        print(f"Created superuser {email.strip().lower()}.")
+        print(f"Created superuser {normalize_email(email)}.")
     else:
-        print(f"A user {email.strip().lower()} already exists; nothing changed.")
+        print(f"A user {normalize_email(email)} already exists; nothing changed.")
     return 0
 
 
@@ -80,8 +90,10 @@ def _prompt_password() -> str | None:
     if not sys.stdin.isatty():
         return None
     while True:
-        password = getpass.getpass("Password for the new superuser (at least 8 characters): ")
-        if len(password) >= 8 and password == getpass.getpass("Repeat it: "):
+        password = getpass.getpass(
+            f"Password for the new superuser (at least {MIN_PASSWORD_CHARS} characters): "
+        )
+        if len(password) >= MIN_PASSWORD_CHARS and password == getpass.getpass("Repeat it: "):
             return password
         print("The passwords differ or are too short; try again.", file=sys.stderr)
 

@@ -13,7 +13,11 @@ from sqlalchemy.orm import sessionmaker
 
 from auth_service import errors
 from auth_service.db.models import User
-from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
+from auth_service.security.passwords import (
+    MAX_PASSWORD_BYTES,
+    PasswordHasher,
+    PasswordTooLongError,
+)
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
@@ -158,7 +162,7 @@ def hash_password(hasher: PasswordHasher, password: str, *, field: str) -> str:
         return hasher.hash(password)
     except PasswordTooLongError:
         raise errors.PasswordTooLong(
-            "Passwords can be at most 72 bytes of UTF-8.", field=field
+            f"Passwords can be at most {MAX_PASSWORD_BYTES} bytes of UTF-8.", field=field
         ) from None
 
 
