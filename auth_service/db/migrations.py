@@ -1,6 +1,5 @@
 """Run the Alembic migrations programmatically and compare the migrated schema with the models."""
 
-from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -10,10 +9,9 @@ from alembic.migration import MigrationContext
 
 from auth_service.db.models import Base
 from auth_service.db.session import make_engine
+from auth_service.settings import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
-ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 
 
 def alembic_config(database_url: str) -> Config:
