@@ -266,9 +266,8 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._max_idle = max_idle
-        self._context = ssl_context
-        if self._tls and ssl_context is None:
-            self._context = _default_context()
+        # An http upstream never speaks TLS, whatever context the caller holds for others.
+        self._context = (ssl_context or _default_context()) if self._tls else None
         self._idle: list[_Connection] = []
 
     def request(

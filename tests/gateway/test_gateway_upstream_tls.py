@@ -53,6 +53,9 @@ def test_https_upstream_trusted_through_the_ca_file(start_gateway, echo: Echo, c
     assert resp.content == BODY
     assert len(server.requests) == 1
     assert server.requests[0].startswith(b"GET /api/v1/secure/x?q=1 HTTP/1.1\r\n")
+    # The CA file is for https upstreams only: a plain-http one is still reached in clear.
+    plain = requests.get(f"{gw.url}/.well-known/jwks.json", timeout=5)
+    assert plain.status_code == 200, plain.text
 
 
 def test_https_upstream_refused_without_the_ca(start_gateway, echo: Echo, ca_file):
