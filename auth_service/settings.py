@@ -13,6 +13,7 @@ from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
 DEFAULT_SPEC_PATH = REPO_ROOT / "openapi" / "auth.yaml"
+DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_VAR_DIR / 'authgate.db'}"
 
 RESPONSE_VALIDATION_MODES = ("strict", "log", "off")
 
@@ -25,7 +26,7 @@ class SettingsError(ValueError):
 class Settings:
     """Everything the auth service can be configured with (DESIGN §8)."""
 
-    database_url: str = f"sqlite:///{DEFAULT_VAR_DIR / 'authgate.db'}"
+    database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     port: int = 8001
     spec_path: Path = DEFAULT_SPEC_PATH

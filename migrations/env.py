@@ -9,8 +9,7 @@ from sqlalchemy import Connection, Engine
 from auth_service.db.base import UTCDateTime
 from auth_service.db.models import Base
 from auth_service.db.session import make_engine
-
-DEFAULT_DATABASE_URL = "sqlite:///var/authgate.db"
+from auth_service.settings import DEFAULT_DATABASE_URL
 
 config = context.config
 # Only the alembic CLI should configure logging; programmatic callers (tests, the app's
@@ -60,13 +59,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    """Run migrations on a live connection (one handed in by the caller, or a new engine)."""
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _configure(connection, None)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
+    """Run migrations on a live connection of a new engine."""
     engine: Engine = make_engine(_database_url())
     try:
         with engine.connect() as connection:
