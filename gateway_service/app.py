@@ -17,7 +17,7 @@ from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
-from gateway_service.proxy import ProxySink, Upstream
+from gateway_service.proxy import ProxySink, Upstream, upstream_tls
 from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
@@ -43,8 +43,10 @@ def create_app(
     table = RouteTable(settings, spec)
     metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
     names = _upstream_names(settings, table)
+    tls = upstream_tls(settings, table.upstreams)
     upstreams = {
-        url: Upstream(url, settings, name=names[url], metrics=metrics) for url in table.upstreams
+        url: Upstream(url, settings, name=names[url], metrics=metrics, tls=tls)
+        for url in table.upstreams
     }
     keys_session = _own_session()
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)

@@ -9,7 +9,6 @@ import math
 import ssl
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -41,6 +40,7 @@ from gateway_service.upstream_http import (
     UpstreamPool,
     UpstreamResponse,
     UpstreamTimeout,
+    default_tls_context,
 )
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Upstream:
         settings: Settings,
         name: str,
         metrics: Metrics | None,
+        tls: ssl.SSLContext | None,
     ) -> None:
         """Build the pool once per process.
 
@@ -115,13 +116,18 @@ class Upstream:
             settings.connect_timeout,
             settings.read_timeout,
             settings.pool_size,
-            ssl_context=_tls_context(settings.upstream_ca_file),
+            ssl_context=tls,
         )
 
 
-def _tls_context(ca_file: Path | None) -> ssl.SSLContext | None:
-    """Trust exactly the operator's CAs for https upstreams; None: the public bundle."""
-    return ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+def upstream_tls(settings: Settings, base_urls: list[str]) -> ssl.SSLContext | None:
+    """One TLS context for every https upstream: the operator's CAs, else the public bundle."""
+    if not any(urlsplit(url).scheme == "https" for url in base_urls):
+        return None
+    ca_file = settings.upstream_ca_file
+    if ca_file is None:
+        return default_tls_context()
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 class ProxySink:

@@ -267,7 +267,7 @@ class UpstreamPool:
         self._read_timeout = read_timeout
         self._max_idle = max_idle
         # An http upstream never speaks TLS, whatever context the caller holds for others.
-        self._context = (ssl_context or _default_context()) if self._tls else None
+        self._context = (ssl_context or default_tls_context()) if self._tls else None
         self._idle: list[_Connection] = []
 
     def request(
@@ -441,7 +441,8 @@ def _content_length(values: list[str]) -> int:
     return int(text)
 
 
-def _default_context() -> ssl.SSLContext:
+def default_tls_context() -> ssl.SSLContext:
+    """Verify as requests does: certifi's public CA bundle."""
     import certifi  # requests' CA bundle, so an https upstream verifies as it did before
 
     return ssl.create_default_context(cafile=certifi.where())
