@@ -10,6 +10,7 @@ and the gateway forwards `traceparent` itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,13 +48,13 @@ class UpstreamTracing:
         Yields the span so the caller can record the upstream's status; a falcon.HTTPError
         raised inside (the proxy's 502/504 mapping) marks the span as failed.
         """
-        parts = urlsplit(upstream_url)
+        host, port, origin = _origin(upstream_url)
         attributes: dict[str, Any] = {
             HTTP_REQUEST_METHOD: known_method(method),
-            SERVER_ADDRESS: parts.hostname or "",
-            SERVER_PORT: parts.port or (443 if parts.scheme == "https" else 80),
+            SERVER_ADDRESS: host,
+            SERVER_PORT: port,
             # SECURITY: never the query string; it can carry tokens.
-            URL_FULL: f"{parts.scheme}://{parts.netloc}{target.split('?', 1)[0]}",
+            URL_FULL: origin + target.split("?", 1)[0],
             UPSTREAM_ATTRIBUTE: route,
         }
         with self._tracer.start_as_current_span(
@@ -79,3 +80,11 @@ class UpstreamTracing:
         if status >= 400:
             span.set_attribute(ERROR_TYPE, str(status))
             span.set_status(trace.StatusCode.ERROR)
+
+
+@functools.lru_cache(maxsize=64)
+def _origin(upstream_url: str) -> tuple[str, int, str]:
+    """Host, port and `scheme://netloc` of an upstream: fixed, so split once."""
+    parts = urlsplit(upstream_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port, f"{parts.scheme}://{parts.netloc}"
