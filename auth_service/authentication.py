@@ -10,7 +10,7 @@ import falcon
 from auth_service.db.models import User
 from auth_service.problems import unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
-from auth_service.spec import Contract, operation_index
+from auth_service.spec import Contract
 from authgate_common.bearer import bearer_token
 
 PrincipalLoader = Callable[[str, str], User | None]
@@ -28,7 +28,7 @@ class BearerAuthentication:
         audience: str,
         load_principal: PrincipalLoader,
     ) -> None:
-        self._operations = operation_index(contract)
+        self._operations = contract.operation_index
         self._key_ring = key_ring
         self._issuer = issuer
         self._audience = audience

@@ -67,7 +67,6 @@ class Operation:
     operation_id: str
     method: str
     path: str
-    tag: str
     public: bool
     parameters: tuple[Parameter, ...]
     body_required: bool
@@ -100,9 +99,10 @@ class Contract:
         """The spec as served at /openapi.json."""
         return json.dumps(self.document).encode()
 
-    def by_operation_id(self) -> dict[str, Operation]:
-        """Operations keyed by operationId."""
-        return {op.operation_id: op for op in self.operations}
+    @cached_property
+    def operation_index(self) -> dict[tuple[str, str], Operation]:
+        """Operations keyed by (Falcon URI template, HTTP method), as routing reports them."""
+        return {(op.path, op.method): op for op in self.operations}
 
     def _build_operations(self) -> Iterator[Operation]:
         for path, path_item in self.document["paths"].items():
@@ -118,7 +118,6 @@ class Contract:
             operation_id=raw["operationId"],
             method=method.upper(),
             path=path,
-            tag=(raw.get("tags") or ["default"])[0],
             public=not security or security == [{}],
             parameters=tuple(
                 self._parameter(param)
@@ -238,8 +237,3 @@ _MESSAGES = {
     "maxItems": "must have at most {value} items",
     "minProperties": "must have at least {value} properties",
 }
-
-
-def operation_index(contract: Contract) -> dict[tuple[str, str], Operation]:
-    """Operations keyed by (Falcon URI template, HTTP method), as routing reports them."""
-    return {(op.path, op.method): op for op in contract.operations}

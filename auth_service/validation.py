@@ -23,7 +23,6 @@ from auth_service.spec import (
     Operation,
     Parameter,
     field_errors,
-    operation_index,
 )
 
 MAX_BODY_BYTES = 64 * 1024
@@ -41,7 +40,7 @@ class SpecValidation:
         response_validation: str,
         on_breach: Callable[[str], None] | None = None,
     ) -> None:
-        self._operations = operation_index(contract)
+        self._operations = contract.operation_index
         self._response_mode = response_validation
         self._on_breach = on_breach
 
