@@ -133,7 +133,8 @@ class Contract:
 
     def _parameter(self, raw: dict[str, Any]) -> Parameter:
         param = self._resolve(raw)
-        schema = self._inline(param["schema"])
+        # NOTE: only the top level is read here; _validator inlines the whole schema once.
+        schema = self._resolve(param["schema"])
         return Parameter(
             name=param["name"],
             location=param["in"],
