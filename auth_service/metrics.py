@@ -76,9 +76,8 @@ class Metrics:
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
 
-    def observe_request(self, route: str | None, method: str, status: int, seconds: float) -> None:
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration under its route template."""
-        route = route or UNMATCHED_ROUTE
         method = known_method(method)
         self.requests.labels(route, method, str(status)).inc()
         self.duration.labels(route, method).observe(seconds)
