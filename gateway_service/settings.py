@@ -179,64 +179,78 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise SettingsError naming the variable."""
         env = _Env(os.environ if environ is None else environ)
-        auth_url = _check_url(
-            env.text("AUTH_SERVICE_URL", "http://127.0.0.1:8001"), "AUTH_SERVICE_URL"
-        )
+        d = cls()  # the defaults are the fields' own, written once
+        auth_url = _check_url(env.text("AUTH_SERVICE_URL", d.auth_service_url), "AUTH_SERVICE_URL")
         routes = list(default_routes(auth_url))
         for extra in env.routes("GATEWAY_ROUTES"):
             # NOTE: a configured prefix replaces a default one with the same prefix.
             routes = [r for r in routes if r.prefix != extra.prefix] + [extra]
         return cls(
-            port=env.integer("GATEWAY_PORT", 8000, 1, 65535),
+            port=env.integer("GATEWAY_PORT", d.port, 1, 65535),
             auth_service_url=auth_url,
             redis_url=env.text("REDIS_URL", "") or None,
-            jwt_algorithms=tuple(env.items("JWT_ALGORITHM", "RS256")),
+            jwt_algorithms=tuple(env.items("JWT_ALGORITHM", ",".join(d.jwt_algorithms))),
             jwt_secret=env.text("JWT_SECRET", "") or None,
-            jwt_issuer=env.text("JWT_ISSUER", "authgate"),
-            jwt_audience=env.text("JWT_AUDIENCE", "authgate-api"),
-            jwt_leeway_seconds=env.integer("GATEWAY_JWT_LEEWAY_SECONDS", 5, 0, 300),
-            jwks_url=env.text("GATEWAY_JWKS_URL", "") or None,
-            jwks_min_refresh_seconds=env.number("GATEWAY_JWKS_MIN_REFRESH_SECONDS", 30.0, 0.0),
-            jwks_max_age_seconds=env.number("GATEWAY_JWKS_MAX_AGE_SECONDS", 3600.0, 1.0),
-            token_cache_size=env.integer("GATEWAY_TOKEN_CACHE_SIZE", 10000, 0, 10_000_000),
-            rate_limit_default=Rate.parse(
-                env.text("RATE_LIMIT_DEFAULT", "600/minute"), "RATE_LIMIT_DEFAULT"
+            jwt_issuer=env.text("JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.text("JWT_AUDIENCE", d.jwt_audience),
+            jwt_leeway_seconds=env.integer(
+                "GATEWAY_JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds, 0, 300
             ),
-            rate_limit_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "20/minute"), "RATE_LIMIT_AUTH"),
-            rate_limit_fail_open=env.flag("RATE_LIMIT_FAIL_OPEN", True),
-            rate_limit_auth_fail_open=env.flag("RATE_LIMIT_AUTH_FAIL_OPEN", False),
-            revocation_fail_open=env.flag("GATEWAY_REVOCATION_FAIL_OPEN", True),
-            rate_limit_key_prefix=env.text("GATEWAY_RATE_LIMIT_KEY_PREFIX", "authgate:rl:"),
+            jwks_url=env.text("GATEWAY_JWKS_URL", "") or None,
+            jwks_min_refresh_seconds=env.number(
+                "GATEWAY_JWKS_MIN_REFRESH_SECONDS", d.jwks_min_refresh_seconds, 0.0
+            ),
+            jwks_max_age_seconds=env.number(
+                "GATEWAY_JWKS_MAX_AGE_SECONDS", d.jwks_max_age_seconds, 1.0
+            ),
+            token_cache_size=env.integer(
+                "GATEWAY_TOKEN_CACHE_SIZE", d.token_cache_size, 0, 10_000_000
+            ),
+            rate_limit_default=env.rate("RATE_LIMIT_DEFAULT", d.rate_limit_default),
+            rate_limit_auth=env.rate("RATE_LIMIT_AUTH", d.rate_limit_auth),
+            rate_limit_fail_open=env.flag("RATE_LIMIT_FAIL_OPEN", d.rate_limit_fail_open),
+            rate_limit_auth_fail_open=env.flag(
+                "RATE_LIMIT_AUTH_FAIL_OPEN", d.rate_limit_auth_fail_open
+            ),
+            revocation_fail_open=env.flag("GATEWAY_REVOCATION_FAIL_OPEN", d.revocation_fail_open),
+            rate_limit_key_prefix=env.text(
+                "GATEWAY_RATE_LIMIT_KEY_PREFIX", d.rate_limit_key_prefix
+            ),
             rate_limited_operations=tuple(
                 env.items(
-                    "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS",
-                    "login,register,request_password_reset,confirm_password_reset",
+                    "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS", ",".join(d.rate_limited_operations)
                 )
             ),
             cors_origins=tuple(env.items("CORS_ORIGINS", "")),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             routes=tuple(routes),
-            spec_path=Path(env.text("GATEWAY_OPENAPI_PATH", str(DEFAULT_SPEC_PATH))),
-            connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", 2.0, 0.01),
-            read_timeout=env.number("GATEWAY_READ_TIMEOUT", 30.0, 0.01),
-            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1 << 34),
-            upstream_retries=env.integer("GATEWAY_UPSTREAM_RETRIES", 1, 0, 5),
+            spec_path=Path(env.text("GATEWAY_OPENAPI_PATH", str(d.spec_path))),
+            connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", d.connect_timeout, 0.01),
+            read_timeout=env.number("GATEWAY_READ_TIMEOUT", d.read_timeout, 0.01),
+            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, 0, 1 << 34),
+            upstream_retries=env.integer("GATEWAY_UPSTREAM_RETRIES", d.upstream_retries, 0, 5),
             upstream_ca_file=env.ca_file("GATEWAY_UPSTREAM_CA_FILE"),
-            pool_size=env.integer("GATEWAY_THREADS", 8, 1, 1024),
-            breaker_failure_threshold=env.integer("GATEWAY_BREAKER_FAILURES", 5, 1, 10_000),
-            breaker_reset_seconds=env.number("GATEWAY_BREAKER_RESET_SECONDS", 30.0, 0.01),
-            redis_timeout_seconds=env.number("GATEWAY_REDIS_TIMEOUT_SECONDS", 0.25, 0.001),
-            hsts_max_age=env.integer("GATEWAY_HSTS_MAX_AGE", 31536000, 0, 1 << 31),
-            access_log=env.flag("GATEWAY_ACCESS_LOG", True),
-            metrics=env.flag("GATEWAY_METRICS", True),
+            pool_size=env.integer("GATEWAY_THREADS", d.pool_size, 1, 1024),
+            breaker_failure_threshold=env.integer(
+                "GATEWAY_BREAKER_FAILURES", d.breaker_failure_threshold, 1, 10_000
+            ),
+            breaker_reset_seconds=env.number(
+                "GATEWAY_BREAKER_RESET_SECONDS", d.breaker_reset_seconds, 0.01
+            ),
+            redis_timeout_seconds=env.number(
+                "GATEWAY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, 0.001
+            ),
+            hsts_max_age=env.integer("GATEWAY_HSTS_MAX_AGE", d.hsts_max_age, 0, 1 << 31),
+            access_log=env.flag("GATEWAY_ACCESS_LOG", d.access_log),
+            metrics=env.flag("GATEWAY_METRICS", d.metrics),
             prometheus_multiproc_dir=env.text("PROMETHEUS_MULTIPROC_DIR", "") or None,
-            log_format=env.text("LOG_FORMAT", "json").lower(),
+            log_format=env.text("LOG_FORMAT", d.log_format).lower(),
             otel_exporter_otlp_endpoint=env.text("OTEL_EXPORTER_OTLP_ENDPOINT", "") or None,
             # NOTE: one .env often serves both services, and OTEL_SERVICE_NAME there names
             # the auth service; the gateway's own variable wins so its spans keep its name.
             otel_service_name=env.text("GATEWAY_OTEL_SERVICE_NAME", "")
             or env.text("OTEL_SERVICE_NAME", "")
-            or DEFAULT_SERVICE_NAME,
+            or d.otel_service_name,
         )
 
 
@@ -289,6 +303,10 @@ class _Env:
         if raw in ("0", "false", "no", "off"):
             return False
         raise SettingsError(f"{name}: expected true or false, got {raw!r}")
+
+    def rate(self, name: str, default: Rate) -> Rate:
+        raw = self._environ.get(name)
+        return default if raw is None else Rate.parse(raw.strip(), name)
 
     def items(self, name: str, default: str) -> list[str]:
         return [item.strip() for item in self.text(name, default).split(",") if item.strip()]
