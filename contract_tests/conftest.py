@@ -30,6 +30,7 @@ from contract_support import (
     load_schema,
     run_cli,
 )
+from process_support import free_port
 
 
 def _load_shared_fixtures() -> ModuleType:
@@ -45,7 +46,6 @@ _shared = _load_shared_fixtures()
 postgres_server = _shared.postgres_server
 postgres_database = _shared.postgres_database
 redis_url = _shared.redis_url
-free_port = _shared.free_port
 # The shared "which servers were missing" summary, for runs of contract_tests/ alone.
 pytest_terminal_summary = _shared.pytest_terminal_summary
 

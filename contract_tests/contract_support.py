@@ -1,7 +1,9 @@
 """Shared pieces of the contract suite: live servers, Hypothesis profiles, auth, checks.
 
 Imported by the contract tests and their conftest (pytest puts this directory on
-sys.path, as it does for tests/auth/auth_api.py).
+sys.path, as it does for tests/auth/auth_api.py). The process helpers are tests/'s
+(tests/process_support.py): tests/ is put on sys.path here, since pytest puts it there
+only when it collects tests/ too.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
+from process_support import REPO, start_gunicorn, stop, wait_http
 from schemathesis.auths import AuthContext, AuthProvider
 from schemathesis.checks import ALL_CHECKS
 from schemathesis.internal.checks import (
@@ -31,10 +35,8 @@ from schemathesis.internal.checks import (
 from schemathesis.models import Case
 from schemathesis.specs.openapi import checks as openapi_checks
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC_PATH = REPO / "openapi" / "auth.yaml"
 PYTHON = sys.executable
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 # Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
 schemathesis.experimental.OPEN_API_3_1.enable()
@@ -331,10 +333,6 @@ class Server:
     proc: subprocess.Popen[bytes]
     log_path: Path
 
-    def log_tail(self, chars: int = 4000) -> str:
-        """The end of the server's log, for failure messages."""
-        return self.log_path.read_text(errors="replace")[-chars:]
-
 
 def run_cli(env: dict[str, str], *args: str) -> str:
     """Run `python -m auth_service.cli ...`; fail with its output when it fails."""
@@ -367,44 +365,10 @@ def gunicorn(
     """Start gunicorn with a deploy config, wait for /healthz, always stop it."""
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
-        # NOTE: the log goes to a file, not a pipe: nobody drains a pipe during the run,
-        # and a full pipe would block the server mid-test.
-        proc = subprocess.Popen(
-            [GUNICORN, "-c", str(REPO / "deploy" / config)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_gunicorn(config, env, log)
     server = Server(name, url, proc, log_path)
     try:
-        wait_healthy(server)
+        wait_http(f"{url}/healthz", 30, proc, status=200, log=log_path)
         yield server
     finally:
-        stop(proc)
-
-
-def wait_healthy(server: Server, timeout: float = 30.0) -> None:
-    """Poll /healthz until 200, or fail with the server's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited early:\n{server.log_tail()}")
-        try:
-            if requests.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not become healthy:\n{server.log_tail()}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a process we started and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, grace=15)

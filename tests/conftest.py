@@ -98,10 +98,3 @@ def redis_url() -> str:
     except redis.RedisError as ex:
         server_missing("Redis", f"{REDIS_TEST_URL}: {type(ex).__name__}")
     return REDIS_TEST_URL
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
+from process_support import free_port, start_gunicorn, stop, wait_http
 
 from auth_service.db.migrations import upgrade
 
-ROOT = Path(__file__).resolve().parents[2]
 # Settings a developer's shell may carry that must not leak into a test server.
 _FOREIGN_SETTINGS = ("DATABASE_", "REDIS_", "JWT_", "SMTP_", "AUTHGATE_", "OTEL_", "PROMETHEUS_")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -37,7 +26,7 @@ def running_auth_service(root: Path, **extra_env: str) -> Iterator[str]:
     """
     database_url = f"sqlite:///{root / 'auth.db'}"
     upgrade(database_url)
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_SETTINGS)},
         "AUTH_PORT": str(port),
@@ -51,42 +40,13 @@ def running_auth_service(root: Path, **extra_env: str) -> Iterator[str]:
     }
     log_path = root / "gunicorn.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(ROOT / "deploy" / "gunicorn_auth.conf.py"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_gunicorn("gunicorn_auth.conf.py", env, log)
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_ready(process, base, log_path)
+            wait_http(f"{base}/readyz", 30, process, status=200, log=log_path)
             yield base
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_ready(process: subprocess.Popen[bytes], base: str, log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"gunicorn did not start: {log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
+            stop(process, grace=15)
 
 
 def fresh_connection(

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from gateway_support import (
-    GUNICORN,
     HERE,
     IN_CI,
     SHARED_REDIS,
@@ -22,13 +21,11 @@ from gateway_support import (
     PrivateRedis,
     RawUpstream,
     SigningKey,
-    free_port,
     gateway_env,
     launch_gateway,
     make_rsa_key,
-    stop,
-    wait_http,
 )
+from process_support import GUNICORN, free_port, stop, wait_http
 
 from gateway_service.settings import Settings
 

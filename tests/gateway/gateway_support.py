@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 from cryptography import x509
@@ -27,9 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from jose import jwt
-
-REPO = Path(__file__).resolve().parents[2]
-
+from process_support import REPO, free_port, start_gunicorn, stop, wait_http
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,46 +35,10 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 
 
-GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    """Poll until url answers (any status) or fail with the process output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"server exited early ({proc.returncode}):\n{out[-3000:]}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a process we started and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def b64url_uint(value: int) -> str:
@@ -247,17 +209,6 @@ def gateway_env(echo: Echo, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
-
-
-def start_gunicorn(conf: str, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
-    """gunicorn with one of deploy/'s configs, its output (stdout and stderr) to `log`."""
-    return subprocess.Popen(
-        [GUNICORN, "-c", str(REPO / "deploy" / conf)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 @dataclass

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from gateway_support import GUNICORN, REPO, Echo, Gateway, gateway_env
+from gateway_support import Echo, Gateway, gateway_env
+from process_support import GUNICORN, REPO
 
 REQUEST = b"GET /api/v1/catalog/item/%d HTTP/1.1\r\nHost: gw\r\nX-Seq: %d\r\n\r\n"
 

@@ -1,0 +1,90 @@
+"""Server processes for tests/ and contract_tests/: free ports, gunicorn, waiting, stopping.
+
+tests/ is on sys.path when pytest collects it (tests/conftest.py has no package around it);
+contract_tests/contract_support.py puts it there for runs of contract_tests/ alone.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(conf: str, env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """gunicorn with one of deploy/'s configs, its output (stdout and stderr) to `log`.
+
+    NOTE: a file, not a pipe: nobody drains a pipe during a run, and a full one would
+    block the server mid-test.
+    """
+    return subprocess.Popen(
+        [GUNICORN, "-c", str(REPO / "deploy" / conf)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_http(
+    url: str,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    status: int | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll until url answers (with `status`, when given), or raise with the server's output.
+
+    The output is the process's stdout pipe, if it has one, else the `log` file.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited early ({proc.returncode}):\n{_output(proc, log)[-3000:]}"
+            )
+        try:
+            answer = requests.get(url, timeout=1)
+            if status is None or answer.status_code == status:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout}s:\n{_output(proc, log)[-3000:]}")
+
+
+def _output(proc: subprocess.Popen[bytes] | None, log: Path | None) -> str:
+    if proc is not None and proc.stdout is not None:
+        if proc.poll() is None:
+            return ""  # reading a live process's pipe would block until it exits
+        return proc.stdout.read().decode(errors="replace")
+    if log is not None and log.exists():
+        return log.read_text(errors="replace")
+    return ""
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Terminate a process we started, kill it after `grace` seconds, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
