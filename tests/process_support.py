@@ -1,4 +1,4 @@
-"""Server processes for tests/ and contract_tests/: free ports, gunicorn, waiting, stopping.
+"""Server processes for tests/ and contract_tests/: free ports, gunicorn, the auth service.
 
 tests/ is on sys.path when pytest collects it (tests/conftest.py has no package around it);
 contract_tests/contract_support.py puts it there for runs of contract_tests/ alone.
@@ -6,16 +6,20 @@ contract_tests/contract_support.py puts it there for runs of contract_tests/ alo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
@@ -88,3 +92,56 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@contextlib.contextmanager
+def running_auth_service(
+    root: Path,
+    *,
+    var_dir: Path | None = None,
+    workers: int = 1,
+    ready_path: str = "/healthz",
+    ready_status: int | None = None,
+    foreign_settings: tuple[str, ...] = ("OTEL_", "PROMETHEUS_"),
+    grace: float = 10.0,
+    **env: str,
+) -> Iterator[str]:
+    """The real auth service under deploy/gunicorn_auth.conf.py on migrated SQLite; its URL.
+
+    Its database (auth.db) and gunicorn's log (gunicorn.log) go in `root`, its
+    AUTHGATE_VAR_DIR (signing keys) is `var_dir` (default: `root`). Environment variables
+    starting with one of `foreign_settings` are not passed on (a developer's shell may
+    carry them); `env` is added last. Ready once `ready_path` answers (with
+    `ready_status`, when given); stopped however the caller ends.
+    """
+    port = free_port()
+    server_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(foreign_settings)},
+        "DATABASE_URL": f"sqlite:///{root / 'auth.db'}",
+        "AUTHGATE_VAR_DIR": str(var_dir or root),
+        "BCRYPT_ROUNDS": "4",
+        "REDIS_URL": "",  # none unless the caller gives one
+        "AUTH_PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "PYTHONPATH": str(REPO),
+        **env,
+    }
+    migrate = subprocess.run(
+        [PYTHON, "-m", "auth_service.cli", "migrate"],
+        cwd=REPO,
+        env=server_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    log_path = root / "gunicorn.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = start_gunicorn("gunicorn_auth.conf.py", server_env, log)
+        try:
+            wait_http(f"{base}{ready_path}", 30, proc, status=ready_status, log=log_path)
+            yield base
+        finally:
+            stop(proc, grace)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import ipaddress
 import json
@@ -12,11 +11,9 @@ import socket
 import socketserver
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +27,6 @@ from jose import jwt
 from process_support import REPO, free_port, start_gunicorn, stop, wait_http
 
 HERE = Path(__file__).resolve().parent
-
-
-PYTHON = sys.executable
 
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
@@ -332,40 +326,3 @@ class _RawHandler(socketserver.BaseRequestHandler):
         self.server.requests.append(data)
         if self.server.response:
             self.request.sendall(self.server.response)
-
-
-@contextlib.contextmanager
-def running_auth_service(var: Path, **env: str) -> Iterator[str]:
-    """The real auth service under its gunicorn config, on migrated SQLite in `var`; its URL.
-
-    The server logs to a file (a pipe nobody reads would fill and stall it).
-    """
-    port = free_port()
-    server_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))},
-        "DATABASE_URL": f"sqlite:///{var / 'auth.db'}",
-        "AUTHGATE_VAR_DIR": str(var),
-        "BCRYPT_ROUNDS": "4",
-        "REDIS_URL": "",
-        "AUTH_PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "PYTHONPATH": str(REPO),
-        **env,
-    }
-    migrate = subprocess.run(
-        [PYTHON, "-m", "auth_service.cli", "migrate"],
-        cwd=REPO,
-        env=server_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    with (var / "gunicorn.log").open("wb") as log:
-        proc = start_gunicorn("gunicorn_auth.conf.py", server_env, log)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(proc)

@@ -10,8 +10,8 @@ import requests
 from gateway_support import (
     Gateway,
     launch_gateway,
-    running_auth_service,
 )
+from process_support import running_auth_service
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,6 @@ from falcon import testing
 from gateway_support import (
     free_port,
     launch_gateway,
-    running_auth_service,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -32,6 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from process_support import running_auth_service
 
 from gateway_service.app import create_app
 from gateway_service.settings import Settings
