@@ -28,21 +28,16 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bcrypt_seconds(rounds: int, samples: int = 5) -> float:
-    """Median seconds of one bcrypt check at `rounds`, measured now."""
-    hashed = bcrypt.hashpw(b"benchmark password", bcrypt.gensalt(rounds))
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        bcrypt.checkpw(b"benchmark password", hashed)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def _timed_check(hashed: bytes) -> float:
     started = time.perf_counter()
     bcrypt.checkpw(b"benchmark password", hashed)
     return time.perf_counter() - started
+
+
+def bcrypt_seconds(rounds: int, samples: int = 5) -> float:
+    """Median seconds of one bcrypt check at `rounds`, measured now."""
+    hashed = bcrypt.hashpw(b"benchmark password", bcrypt.gensalt(rounds))
+    return statistics.median(_timed_check(hashed) for _ in range(samples))
 
 
 def parallel_bcrypt_rate(processes: int, rounds: int, checks: int) -> float:
@@ -59,8 +54,10 @@ def parallel_bcrypt_rate(processes: int, rounds: int, checks: int) -> float:
         return checks / (time.perf_counter() - started)
 
 
-def start_server(workdir: Path, port: int, workers: int, rounds: int) -> subprocess.Popen[bytes]:
-    """The auth service under gunicorn, migrated, answering /healthz."""
+def start_server(
+    workdir: Path, log: Path, port: int, workers: int, rounds: int
+) -> subprocess.Popen[bytes]:
+    """The auth service under gunicorn, migrated, answering /healthz; its output to `log`."""
     env = {
         **os.environ,
         "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{workdir / 'auth.db'}"),
@@ -77,25 +74,28 @@ def start_server(workdir: Path, port: int, workers: int, rounds: int) -> subproc
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "2",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "auth_service.wsgi:app",
-        ],
-        env=env,
-        cwd=REPO,
-        stderr=subprocess.DEVNULL,
-    )
+    # NOTE: a file, not DEVNULL: register() shows it when registration fails.
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "2",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "auth_service.wsgi:app",
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -104,6 +104,7 @@ def start_server(workdir: Path, port: int, workers: int, rounds: int) -> subproc
         except requests.RequestException:
             time.sleep(0.2)
     server.kill()
+    print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
     raise SystemExit(f"the auth service did not start; is port {port} free?")
 
 
@@ -154,10 +155,11 @@ def main() -> None:
         f"bound with {cores} cores: {bound:.2f} logins/s"
     )
     with tempfile.TemporaryDirectory(prefix="bench-login-") as tmp:
-        server = start_server(Path(tmp), args.port, cores, args.rounds)
+        log = Path(tmp) / "gunicorn.log"
+        server = start_server(Path(tmp), log, args.port, cores, args.rounds)
         try:
             base = f"http://127.0.0.1:{args.port}"
-            register(base, Path(tmp) / "gunicorn.log")
+            register(base, log)
             drive_logins(base, 2, cores * 2)  # warm up
             started = time.monotonic()
             ok, failed = drive_logins(base, args.seconds, cores * 2)
