@@ -13,8 +13,6 @@ import pytest
 import redis
 from gateway_support import (
     HERE,
-    IN_CI,
-    SHARED_REDIS,
     Echo,
     Gateway,
     Minter,
@@ -77,19 +75,6 @@ def echo(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> I
 def minter(signing_key: SigningKey) -> Minter:
     """Tokens signed by the published key."""
     return Minter(signing_key)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The shared Redis; a loud skip when it is down (a failure under CI=true)."""
-    try:
-        redis.Redis.from_url(SHARED_REDIS, socket_timeout=1).ping()
-    except redis.RedisError as ex:
-        message = f"Redis at {SHARED_REDIS} is unreachable ({type(ex).__name__}): SKIPPING"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return SHARED_REDIS
 
 
 @pytest.fixture

@@ -29,12 +29,6 @@ from process_support import REPO, free_port, start_gunicorn, stop, wait_http
 HERE = Path(__file__).resolve().parent
 
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
-
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
 def b64url_uint(value: int) -> str:
     """Base64url of a big-endian unsigned integer, as JWK wants it."""
     raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
