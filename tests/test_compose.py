@@ -26,6 +26,7 @@ import pytest
 import yaml
 from gunicorn.config import Config
 from gunicorn.workers.gthread import ThreadWorker
+from process_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -494,12 +495,6 @@ def app(environ, start_response):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def run_gunicorn(tmp_path: Path) -> Iterator[Any]:
     """Start gunicorn with one of our configs and a probe app; stop it afterwards."""
@@ -507,7 +502,7 @@ def run_gunicorn(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(service: str, **env: str) -> int:
-        port = _free_port()
+        port = free_port()
         environ = {k: v for k, v in os.environ.items() if k not in GUNICORN_ENV}
         environ.update(env, **{f"{service.upper()}_PORT": str(port)})
         environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / f"metrics-{port}")
@@ -728,7 +723,7 @@ def test_image_layout_is_self_sufficient(image_layout: Path) -> None:
 def test_image_healthcheck_command_reports_health(image_layout: Path) -> None:
     (check,) = instructions(dockerfile_stages()[-1], "HEALTHCHECK")
     argv = json.loads(check.split("CMD", 1)[1])
-    port = str(_free_port())
+    port = str(free_port())
     down = _run(argv, image_layout, AUTH_PORT=port)
     assert down.returncode != 0, "the HEALTHCHECK passes with nothing listening"
     server = subprocess.Popen(

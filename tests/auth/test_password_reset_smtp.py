@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from authcheck import (
     sha256_hex,
     user_row,
 )
+from process_support import free_port
 
 from auth_service.db.models import PasswordResetToken
 
@@ -56,12 +56,6 @@ class Inbox:
                     return list(self.messages)
             time.sleep(0.05)
         raise AssertionError(f"expected {count} mails within {timeout} s, got {len(self.messages)}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
