@@ -31,8 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 def b64url_uint(value: int) -> str:
     """Base64url of a big-endian unsigned integer, as JWK wants it."""
-    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
 
 
 @dataclass
@@ -50,11 +49,6 @@ def make_rsa_key(kid: str | None = None) -> SigningKey:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = private.public_key().public_numbers()
     kid = kid or uuid.uuid4().hex
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     jwk = {
         "kty": "RSA",
         "kid": kid,
@@ -63,7 +57,7 @@ def make_rsa_key(kid: str | None = None) -> SigningKey:
         "n": b64url_uint(numbers.n),
         "e": b64url_uint(numbers.e),
     }
-    return SigningKey(kid, "RS256", pem, jwk)
+    return SigningKey(kid, "RS256", _pkcs8(private), jwk)
 
 
 def make_ec_key(kid: str | None = None) -> SigningKey:
@@ -71,21 +65,28 @@ def make_ec_key(kid: str | None = None) -> SigningKey:
     private = ec.generate_private_key(ec.SECP256R1())
     numbers = private.public_key().public_numbers()
     kid = kid or uuid.uuid4().hex
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     jwk = {
         "kty": "EC",
         "kid": kid,
         "use": "sig",
         "alg": "ES256",
         "crv": "P-256",
-        "x": base64.urlsafe_b64encode(numbers.x.to_bytes(32, "big")).rstrip(b"=").decode(),
-        "y": base64.urlsafe_b64encode(numbers.y.to_bytes(32, "big")).rstrip(b"=").decode(),
+        "x": _b64url(numbers.x.to_bytes(32, "big")),
+        "y": _b64url(numbers.y.to_bytes(32, "big")),
     }
-    return SigningKey(kid, "ES256", pem, jwk)
+    return SigningKey(kid, "ES256", _pkcs8(private), jwk)
+
+
+def _pkcs8(private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def public_pem(key: SigningKey) -> str:
