@@ -96,7 +96,7 @@ def test_connections_spread_over_both_workers(start_gateway, echo: Echo):
         for seq, sock in enumerate(clients):
             sock.sendall(REQUEST % (seq, seq))
             assert read_response(sock, bytearray())[0] == 200
-        held = connections_per_worker(gw)
+        held = connections_per_worker(gw, {sock.getsockname()[1] for sock in clients})
         assert len(held) == 2, f"workers: {held}"
         assert sum(held.values()) == 16, held
         # With one shared listening socket, one worker can accept a whole burst; each
@@ -169,10 +169,13 @@ def test_second_copy_on_the_same_port_refuses_to_start(start_gateway, echo: Echo
         assert read_response(sock, bytearray())[0] == 200
 
 
-def connections_per_worker(gw: Gateway) -> dict[int, int]:
-    """Established connections to the gateway's port, counted per worker process."""
+def connections_per_worker(gw: Gateway, client_ports: set[int]) -> dict[int, int]:
+    """The connections from these client ports, counted per worker process holding them.
+
+    Only ours: the start-up health probe's connection may still be open on the server side.
+    """
     workers = [pid for pid in _pids() if _parent(pid) == gw.proc.pid]
-    inodes = _established_inodes(gw.port)
+    inodes = _established_inodes(gw.port, client_ports)
     counts = {}
     for pid in workers:
         fds = Path(f"/proc/{pid}/fd")
@@ -193,12 +196,14 @@ def _parent(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[1])
 
 
-def _established_inodes(port: int) -> set[str]:
+def _established_inodes(port: int, client_ports: set[int]) -> set[str]:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01":  # ESTABLISHED, server side
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            # ESTABLISHED, server side, from one of our clients
+            if local_port == port and fields[3] == "01" and remote_port in client_ports:
                 inodes.add(fields[9])
     return inodes
