@@ -28,6 +28,8 @@ from gunicorn.config import Config
 from gunicorn.workers.gthread import ThreadWorker
 from process_support import free_port
 
+from authgate_common.env import EnvError
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -443,7 +445,7 @@ def test_gunicorn_conf_refuses_bad_values(
     service: str, name: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     variable = f"{service.upper()}_{name}" if name == "PORT" else name
-    with pytest.raises(RuntimeError, match=variable):
+    with pytest.raises(EnvError, match=variable):
         load_gunicorn_conf(GUNICORN_CONFS[service], monkeypatch, **{variable: value})
 
 
