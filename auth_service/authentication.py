@@ -1,4 +1,4 @@
-"""Bearer authentication for the operations the spec does not mark public."""
+"""Bearer authentication for the operations whose `security` asks for a token."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from auth_service.db.models import User
 from auth_service.problems import unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract
+from authgate_common.access import Access
 from authgate_common.bearer import bearer_token
 
 PrincipalLoader = Callable[[str, str], User | None]
@@ -39,10 +40,12 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.public:
+        if op is None or op.access is Access.PUBLIC:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:
+            if op.access is Access.OPTIONAL:
+                return
             raise unauthorized("missing-token", "A bearer token is required.", invalid_token=False)
         try:
             claims = self._key_ring.decode_access_token(

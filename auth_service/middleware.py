@@ -13,6 +13,7 @@ import falcon
 from auth_service.client import client_ip
 from auth_service.logs import ACCESS_LOGGER
 from auth_service.metrics import UNMATCHED_ROUTE, Metrics
+from authgate_common.env import Network
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -22,7 +23,7 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 class RequestContext:
     """Keeps or makes X-Request-ID, returns it, logs and counts the request when it ends."""
 
-    def __init__(self, metrics: Metrics, trusted_proxies: tuple[str, ...] = ()) -> None:
+    def __init__(self, metrics: Metrics, trusted_proxies: tuple[Network, ...] = ()) -> None:
         self._metrics = metrics
         self._trusted_proxies = trusted_proxies
 

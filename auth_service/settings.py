@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
+from authgate_common.env import EnvError, EnvReader, Network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -18,7 +18,7 @@ DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_VAR_DIR / 'authgate.db'}"
 RESPONSE_VALIDATION_MODES = ("strict", "log", "off")
 
 
-class SettingsError(ValueError):
+class SettingsError(EnvError):
     """A setting is missing or invalid; the message names the variable."""
 
 
@@ -53,7 +53,7 @@ class Settings:
     password_reset_token_expire_minutes: int = 30
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
     log_format: str = "json"
     prometheus_multiproc_dir: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
@@ -68,7 +68,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise SettingsError naming the bad variable."""
         env = os.environ if env is None else env
-        read = _Reader(env)
+        read = EnvReader(env, SettingsError)
         var_dir = Path(read.text("AUTHGATE_VAR_DIR", str(DEFAULT_VAR_DIR)))
         settings = cls(
             database_url=read.text("DATABASE_URL", f"sqlite:///{var_dir / 'authgate.db'}"),
@@ -112,7 +112,7 @@ class Settings:
             login_lockout_seconds=read.integer(
                 "LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86400
             ),
-            trusted_proxies=read.csv("TRUSTED_PROXIES"),
+            trusted_proxies=read.networks("TRUSTED_PROXIES"),
             log_format=read.choice("LOG_FORMAT", "json", ("json", "console")),
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -136,55 +136,3 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
-        for cidr in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise SettingsError(f"TRUSTED_PROXIES has an invalid CIDR: {cidr!r}") from None
-
-
-class _Reader:
-    """Typed access to environment variables with errors that name the variable."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def text(self, name: str, default: str) -> str:
-        return self.optional(name) or default
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-        if not minimum <= value <= maximum:
-            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default)
-        if value not in choices:
-            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def csv(self, name: str) -> tuple[str, ...]:
-        raw = self.optional(name) or ""
-        return tuple(part.strip() for part in raw.split(",") if part.strip())

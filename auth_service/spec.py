@@ -21,6 +21,8 @@ from jsonschema.protocols import Validator
 from openapi_core import OpenAPI
 from openapi_schema_validator import OAS30ReadValidator, OAS31Validator
 
+from authgate_common.access import Access, operation_access
+
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 SAFE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # NOTE: the same format checker openapi-core uses for OAS 3.1 (openapi-core issue #506).
@@ -67,7 +69,7 @@ class Operation:
     operation_id: str
     method: str
     path: str
-    public: bool
+    access: Access
     parameters: tuple[Parameter, ...]
     body_required: bool
     body_validator: Validator | None
@@ -112,13 +114,12 @@ class Contract:
 
     def _build_operation(self, path: str, method: str, path_item: dict[str, Any]) -> Operation:
         raw = path_item[method]
-        security = raw.get("security", self.document.get("security", []))
         body = self._resolve(raw.get("requestBody", {}))
         return Operation(
             operation_id=raw["operationId"],
             method=method.upper(),
             path=path,
-            public=not security or security == [{}],
+            access=operation_access(raw, self.document.get("security", [])),
             parameters=tuple(
                 self._parameter(param)
                 for param in [*path_item.get("parameters", []), *raw.get("parameters", [])]

@@ -67,7 +67,7 @@ class EnvReader:
             raise self.fail(name, f"must be a finite number of at least {minimum}, got {raw!r}")
         return value
 
-    def flag(self, name: str, default: bool) -> bool:
+    def boolean(self, name: str, default: bool) -> bool:
         """A boolean written as true/false, yes/no, on/off or 1/0."""
         raw = self.optional(name)
         if raw is None:
@@ -86,7 +86,7 @@ class EnvReader:
             raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def items(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def csv(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         """A comma-separated list, blanks dropped; `default` when unset."""
         raw = self.optional(name)
         if raw is None:
@@ -96,6 +96,6 @@ class EnvReader:
     def networks(self, name: str) -> tuple[Network, ...]:
         """Comma-separated IPs or CIDRs (host bits allowed: 10.0.0.1/8 is 10.0.0.0/8)."""
         try:
-            return tuple(ipaddress.ip_network(item, strict=False) for item in self.items(name))
+            return tuple(ipaddress.ip_network(item, strict=False) for item in self.csv(name))
         except ValueError:
             raise self.fail(name, "expected comma-separated IP addresses or CIDRs") from None

@@ -10,10 +10,13 @@ from typing import Any
 
 import yaml
 
+from authgate_common.access import Access, operation_access
 from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM_RE = re.compile(r"\{[^/{}]+\}")
+# What the gateway checks for each reading of an operation's `security`.
+_TOKEN_POLICY = {Access.PUBLIC: "none", Access.OPTIONAL: "optional", Access.REQUIRED: "required"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +36,7 @@ class _Operation:
     method: str
     pattern: re.Pattern[str]
     operation_id: str
-    public: bool
-    optional: bool
+    access: Access
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def template_pattern(template: str) -> re.Pattern[str]:
 
 
 def spec_operations(spec: Mapping[str, Any]) -> list[_Operation]:
-    """List each operation with whether its effective `security` lets anonymous callers in."""
+    """List each operation with the access its effective `security` asks for."""
     global_security = spec.get("security", [])
     operations = []
     for template, item in spec["paths"].items():
@@ -64,15 +66,12 @@ def spec_operations(spec: Mapping[str, Any]) -> list[_Operation]:
             operation = item.get(method) if isinstance(item, dict) else None
             if not isinstance(operation, dict):
                 continue
-            security = operation.get("security", global_security) or []
-            anonymous = not security or any(not requirement for requirement in security)
             operations.append(
                 _Operation(
                     method=method.upper(),
                     pattern=template_pattern(template),
                     operation_id=str(operation.get("operationId", "")),
-                    public=not security,
-                    optional=bool(security) and anonymous,
+                    access=operation_access(operation, global_security),
                 )
             )
     return operations
@@ -136,9 +135,7 @@ class RouteTable:
             return route.auth
         for op in self._by_method.get(method, ()):
             if op.pattern.match(path):
-                if op.public:
-                    return "none"
-                return "optional" if op.optional else "required"
+                return _TOKEN_POLICY[op.access]
         # SECURITY: anything the spec does not declare public needs a token.
         return "required"
 

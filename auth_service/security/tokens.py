@@ -21,6 +21,8 @@ from jose import jwk, jws, jwt
 from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
+from authgate_common.claims import InvalidClaims, caller
+
 ALGORITHMS = ("RS256", "ES256", "HS256")
 MIN_HS256_SECRET_BYTES = 32
 MIN_RSA_KEY_BITS = 2048
@@ -340,9 +342,10 @@ class KeyRing:
             # python-jose reports a missing required claim with the same JWTError class as a
             # bad signature; tell them apart by checking the signature alone.
             raise InvalidTokenError(self._signature_or_claims(token, key)) from None
-        for name in ("sid", "role"):
-            if not isinstance(claims.get(name), str) or not claims[name]:
-                raise InvalidTokenError("bad_claims")
+        try:
+            caller(claims)
+        except InvalidClaims:
+            raise InvalidTokenError("bad_claims") from None
         if not isinstance(claims.get("aud"), str):
             raise InvalidTokenError("bad_claims")  # we only ever issue a single audience
         return claims

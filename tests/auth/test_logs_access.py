@@ -7,6 +7,7 @@ writes to stderr, plus every record pytest captured.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import logging
 import re
@@ -101,7 +102,7 @@ def test_client_ip_comes_from_trusted_proxies_only(
     service_logging: Callable[[str], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    behind = make_client(trusted_proxies=("127.0.0.1/32",))
+    behind = make_client(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
     direct = make_client()
     service_logging("json")
     forwarded = {"X-Forwarded-For": "203.0.113.7"}

@@ -23,8 +23,8 @@ def test_blank_values_count_as_unset() -> None:
     assert env.text("B", "fallback") == "fallback"
     assert env.text("C", "fallback") == "value"
     assert env.integer("A", 7, minimum=0, maximum=9) == 7
-    assert env.flag("B", True) is True
-    assert env.items("A", ("x",)) == ("x",)
+    assert env.boolean("B", True) is True
+    assert env.csv("A", ("x",)) == ("x",)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ def test_blank_values_count_as_unset() -> None:
     [("1", True), ("TRUE", True), ("yes", True), ("On", True), ("0", False), ("off", False)],
 )
 def test_flags(raw: str, expected: bool) -> None:
-    assert reader(FLAG=raw).flag("FLAG", not expected) is expected
+    assert reader(FLAG=raw).boolean("FLAG", not expected) is expected
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_flags(raw: str, expected: bool) -> None:
         (lambda env: env.number("N", 1.0, minimum=0.0), "N: expected a number"),
         (lambda env: env.number("NAN", 1.0, minimum=0.0), "NAN: must be a finite number"),
         (lambda env: env.number("INF", 1.0, minimum=0.0), "INF: must be a finite number"),
-        (lambda env: env.flag("N", True), "N: expected true or false"),
+        (lambda env: env.boolean("N", True), "N: expected true or false"),
         (lambda env: env.choice("N", "a", ("a", "b")), "N: must be one of a, b"),
         (lambda env: env.networks("NETS"), "NETS: expected comma-separated IP"),
     ],
@@ -57,7 +57,7 @@ def test_errors_name_the_variable_and_use_the_callers_type(call, message: str) -
 
 def test_lists_and_networks() -> None:
     env = reader(L=" a, ,b ,c ", NETS="10.0.0.1/8, ::1")
-    assert env.items("L") == ("a", "b", "c")
+    assert env.csv("L") == ("a", "b", "c")
     assert env.networks("NETS") == (
         ipaddress.ip_network("10.0.0.0/8"),
         ipaddress.ip_network("::1/128"),

@@ -122,6 +122,11 @@ def test_hs256_with_public_key_as_secret(client, echo: Echo, minter: Minter, sig
         {"aud": "other-api"},
         {"exp": None},
         {"sid": None},
+        # The auth service always issues a role; a token without one is not ours, and
+        # no default role is assumed (both services apply authgate_common.claims).
+        {"role": None},
+        {"role": ""},
+        {"sub": "u 1"},
         {"nbf": int(time.time()) + 3600},
         {"sub": None},
         {"iat": None},
