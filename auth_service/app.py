@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from auth_service import problems
 from auth_service.authentication import BearerAuthentication
+from auth_service.context import AuthRequest
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
@@ -132,7 +133,7 @@ def create_app(
     mailer: Mailer | None = None,
     contract: Contract | None = None,
     tracer_provider: TracerProvider | None = None,
-) -> falcon.App[falcon.Request, falcon.Response]:
+) -> falcon.App[AuthRequest, falcon.Response]:
     """Build the auth service's WSGI app; refuses to start if spec and responders drift.
 
     Tests pass an already loaded `contract`: validating the spec takes about a second.
@@ -153,6 +154,7 @@ def create_app(
         # First, so its span is current for everything after it and ends last.
         middleware.append(RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
     app = falcon.App(
+        request_type=AuthRequest,
         middleware=[
             *middleware,
             RequestContext(metrics, settings.trusted_proxies),

@@ -7,6 +7,7 @@ from typing import Any
 
 import falcon
 
+from auth_service.context import AuthRequest
 from auth_service.db.models import User
 from auth_service.problems import unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
@@ -36,7 +37,7 @@ class BearerAuthentication:
         self._load_principal = load_principal
 
     def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+        self, req: AuthRequest, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))

@@ -63,7 +63,7 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
     }
     if error.description:
         body["detail"] = error.description
-    request_id = getattr(req.context, "request_id", None)
+    request_id = req.context.request_id
     if request_id:
         body["request_id"] = request_id
     field_errors = getattr(error, "field_errors", None)
@@ -109,12 +109,12 @@ def handle_unexpected_error(
     log.error(
         "unhandled error",
         exc_info=ex,
-        extra={"request_id": getattr(req.context, "request_id", None)},
+        extra={"request_id": req.context.request_id},
     )
     raise HTTPProblem(500, code="internal-error", title="Internal Server Error")
 
 
-def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+def install(app: falcon.App[Any, falcon.Response]) -> None:
     """Route every error through the problem+json writer."""
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected_error)

@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from auth_service.context import AuthRequest
 from auth_service.problems import PROBLEM_CONTENT_TYPE, HTTPProblem, problem_body
 from auth_service.spec import (
     SAFE_FIELD_NAME,
@@ -45,7 +46,7 @@ class SpecValidation:
         self._on_breach = on_breach
 
     def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+        self, req: AuthRequest, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Validate parameters and body; hand the validated values to the responder."""
         op = self._operations.get((req.uri_template or "", req.method))
@@ -62,15 +63,15 @@ class SpecValidation:
         req.context.request_valid = True
 
     def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+        self, req: AuthRequest, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Check the response against the spec: a breach is a bug, logged or a 500."""
-        op: Operation | None = getattr(req.context, "operation", None)
+        op = req.context.operation
         if op is None or self._response_mode == "off":
             return
         # NOTE: a request we rejected never reached the responder; its error response
         # is ours and statuses like 401 are checked by the spec tests instead.
-        if not getattr(req.context, "request_valid", False):
+        if not req.context.request_valid:
             return
         breaches = response_breaches(op, resp)
         if not breaches:
@@ -138,7 +139,7 @@ def _convert(param: Parameter, value: Any) -> Any:
     return value
 
 
-def _read_body(req: falcon.Request, op: Operation, errors: list[FieldError]) -> Any:
+def _read_body(req: AuthRequest, op: Operation, errors: list[FieldError]) -> Any:
     length = req.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise HTTPProblem(413, code="content-too-large", title="Request body too large")
@@ -239,7 +240,7 @@ def response_breaches(op: Operation, resp: falcon.Response) -> list[str]:
     return breaches
 
 
-def _replace_with_server_error(req: falcon.Request, resp: falcon.Response) -> None:
+def _replace_with_server_error(req: AuthRequest, resp: falcon.Response) -> None:
     problem = HTTPProblem(500, code="response-contract-violation", title="Internal Server Error")
     resp.status = 500
     resp.media = None

@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 from gateway_service.client import ClientAddress
+from gateway_service.context import GatewayRequest
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def create_app(
     settings: Settings, *, tracer_provider: TracerProvider | None = None
-) -> falcon.App[falcon.Request, falcon.Response]:
+) -> falcon.App[GatewayRequest, falcon.Response]:
     """Build the gateway: routes from config + spec, verifier, limiter, proxy, own endpoints.
 
     Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
@@ -69,7 +70,7 @@ def create_app(
     if tracer_provider is not None:
         # First, so its span is current for the rest and ends after the access log.
         middleware.insert(0, RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
-    app = falcon.App(middleware=middleware, cors_enable=False)
+    app = falcon.App(request_type=GatewayRequest, middleware=middleware, cors_enable=False)
     # NOTE: the gateway forwards bodies untouched; never let Falcon parse forms.
     app.req_options.auto_parse_form_urlencoded = False
     app.resp_options.secure_cookies_by_default = True

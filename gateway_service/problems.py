@@ -43,7 +43,7 @@ def write_problem(
     """Make `resp` a problem response (used outside of HTTPError, e.g. upstream failures)."""
     resp.status = status
     resp.content_type = PROBLEM_CONTENT_TYPE
-    resp.data = problem_body(status, title, detail, code, getattr(req.context, "request_id", None))
+    resp.data = problem_body(status, title, detail, code, req.context.request_id)
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
@@ -54,9 +54,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
         title = _phrase(status)
     code = error.code if isinstance(error.code, str) else None
     resp.content_type = PROBLEM_CONTENT_TYPE
-    resp.data = problem_body(
-        status, title, error.description, code, getattr(req.context, "request_id", None)
-    )
+    resp.data = problem_body(status, title, error.description, code, req.context.request_id)
 
 
 def handle_unexpected(
