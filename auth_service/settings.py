@@ -69,54 +69,61 @@ class Settings:
         """Read and check every setting; raise SettingsError naming the bad variable."""
         env = os.environ if env is None else env
         read = EnvReader(env, SettingsError)
+        d = cls()  # the defaults are the fields' own, written once
         var_dir = Path(read.text("AUTHGATE_VAR_DIR", str(DEFAULT_VAR_DIR)))
         settings = cls(
             database_url=read.text("DATABASE_URL", f"sqlite:///{var_dir / 'authgate.db'}"),
             redis_url=read.optional("REDIS_URL"),
-            port=read.integer("AUTH_PORT", 8001, minimum=1, maximum=65535),
+            port=read.integer("AUTH_PORT", d.port, minimum=1, maximum=65535),
             spec_path=Path(read.text("OPENAPI_SPEC_PATH", str(DEFAULT_SPEC_PATH))),
             var_dir=var_dir,
-            jwt_algorithm=read.choice("JWT_ALGORITHM", "RS256", ALGORITHMS),
+            jwt_algorithm=read.choice("JWT_ALGORITHM", d.jwt_algorithm, ALGORITHMS),
             jwt_private_key_file=read.optional("JWT_PRIVATE_KEY_FILE"),
             jwt_previous_public_key_files=read.csv("JWT_PREVIOUS_PUBLIC_KEY_FILES"),
             jwt_secret=read.optional("JWT_SECRET"),
-            jwt_issuer=read.text("JWT_ISSUER", "authgate"),
-            jwt_audience=read.text("JWT_AUDIENCE", "authgate-api"),
+            jwt_issuer=read.text("JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=read.text("JWT_AUDIENCE", d.jwt_audience),
             access_token_expire_minutes=read.integer(
-                "ACCESS_TOKEN_EXPIRE_MINUTES", 60, minimum=1, maximum=24 * 60
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                d.access_token_expire_minutes,
+                minimum=1,
+                maximum=24 * 60,
             ),
             refresh_token_expire_days=read.integer(
-                "REFRESH_TOKEN_EXPIRE_DAYS", 7, minimum=1, maximum=365
+                "REFRESH_TOKEN_EXPIRE_DAYS", d.refresh_token_expire_days, minimum=1, maximum=365
             ),
             refresh_reuse_grace_seconds=read.integer(
-                "REFRESH_REUSE_GRACE_SECONDS", 10, minimum=0, maximum=300
+                "REFRESH_REUSE_GRACE_SECONDS", d.refresh_reuse_grace_seconds, minimum=0, maximum=300
             ),
             response_validation=read.choice(
-                "RESPONSE_VALIDATION", "strict", RESPONSE_VALIDATION_MODES
+                "RESPONSE_VALIDATION", d.response_validation, RESPONSE_VALIDATION_MODES
             ),
-            bcrypt_rounds=read.integer("BCRYPT_ROUNDS", 12, minimum=4, maximum=31),
-            allow_registration=read.boolean("ALLOW_REGISTRATION", True),
+            bcrypt_rounds=read.integer("BCRYPT_ROUNDS", d.bcrypt_rounds, minimum=4, maximum=31),
+            allow_registration=read.boolean("ALLOW_REGISTRATION", d.allow_registration),
             smtp_host=read.optional("SMTP_HOST"),
-            smtp_port=read.integer("SMTP_PORT", 25, minimum=1, maximum=65535),
-            smtp_from=read.text("SMTP_FROM", "authgate@localhost"),
+            smtp_port=read.integer("SMTP_PORT", d.smtp_port, minimum=1, maximum=65535),
+            smtp_from=read.text("SMTP_FROM", d.smtp_from),
             smtp_username=read.optional("SMTP_USERNAME"),
             smtp_password=read.optional("SMTP_PASSWORD"),
-            smtp_starttls=read.boolean("SMTP_STARTTLS", False),
-            password_reset_url=read.text(
-                "PASSWORD_RESET_URL", "http://localhost:8000/reset-password"
-            ),
+            smtp_starttls=read.boolean("SMTP_STARTTLS", d.smtp_starttls),
+            password_reset_url=read.text("PASSWORD_RESET_URL", d.password_reset_url),
             password_reset_token_expire_minutes=read.integer(
-                "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES", 30, minimum=1, maximum=24 * 60
+                "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES",
+                d.password_reset_token_expire_minutes,
+                minimum=1,
+                maximum=24 * 60,
             ),
-            login_max_failures=read.integer("LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
+            login_max_failures=read.integer(
+                "LOGIN_MAX_FAILURES", d.login_max_failures, minimum=1, maximum=1000
+            ),
             login_lockout_seconds=read.integer(
-                "LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86400
+                "LOGIN_LOCKOUT_SECONDS", d.login_lockout_seconds, minimum=1, maximum=86400
             ),
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
-            log_format=read.choice("LOG_FORMAT", "json", ("json", "console")),
+            log_format=read.choice("LOG_FORMAT", d.log_format, ("json", "console")),
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            otel_service_name=read.text("OTEL_SERVICE_NAME", "authgate-auth"),
+            otel_service_name=read.text("OTEL_SERVICE_NAME", d.otel_service_name),
         )
         settings.check()
         return settings

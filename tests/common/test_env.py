@@ -68,3 +68,24 @@ def test_lists_and_networks() -> None:
 def test_the_default_error_type() -> None:
     with pytest.raises(EnvError, match=r"^X: expected an integer"):
         EnvReader({"X": "1.5"}).integer("X", 1, minimum=0, maximum=2)
+
+
+def test_an_empty_environment_gives_each_services_field_defaults() -> None:
+    """Defaults are written once, on the settings fields: from_env adds none of its own."""
+    from auth_service.settings import Settings as AuthSettings
+    from gateway_service.settings import Settings as GatewaySettings
+
+    assert AuthSettings.from_env({}) == AuthSettings()
+    assert GatewaySettings.from_env({}) == GatewaySettings()
+
+
+def test_both_services_name_the_bad_variable() -> None:
+    from auth_service.settings import Settings as AuthSettings
+    from auth_service.settings import SettingsError as AuthSettingsError
+    from gateway_service.settings import Settings as GatewaySettings
+    from gateway_service.settings import SettingsError as GatewaySettingsError
+
+    with pytest.raises(AuthSettingsError, match=r"^AUTH_PORT: expected an integer"):
+        AuthSettings.from_env({"AUTH_PORT": "80a"})
+    with pytest.raises(GatewaySettingsError, match=r"^GATEWAY_PORT: expected an integer"):
+        GatewaySettings.from_env({"GATEWAY_PORT": "80a"})
