@@ -53,6 +53,8 @@ class Settings:
     password_reset_token_expire_minutes: int = 30
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
+    login_max_failures_per_account: int = 100
+    login_account_window_seconds: int = 3600
     trusted_proxies: tuple[str, ...] = ()
     log_format: str = "json"
     prometheus_multiproc_dir: str | None = None
@@ -112,6 +114,12 @@ class Settings:
             login_lockout_seconds=read.integer(
                 "LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86400
             ),
+            login_max_failures_per_account=read.integer(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT", 100, minimum=1, maximum=1_000_000
+            ),
+            login_account_window_seconds=read.integer(
+                "LOGIN_ACCOUNT_WINDOW_SECONDS", 3600, minimum=1, maximum=7 * 86400
+            ),
             trusted_proxies=read.csv("TRUSTED_PROXIES"),
             log_format=read.choice("LOG_FORMAT", "json", ("json", "console")),
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
@@ -136,6 +144,12 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
+        if self.login_max_failures_per_account < self.login_max_failures:
+            # NOTE: a ceiling below the per-address limit would let any one address lock
+            # the owner out, which is what the per-address limit exists to prevent.
+            raise SettingsError(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT must be at least LOGIN_MAX_FAILURES"
+            )
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)
