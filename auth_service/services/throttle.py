@@ -15,6 +15,7 @@ stored in clear.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,7 +51,25 @@ def account_key(email: str) -> str:
 def address_key(email: str, address: str | None) -> str:
     """The key of the strict counter of one email from one client address."""
     # NOTE: the prefixes keep the two kinds of key apart; an address never contains NUL.
-    return token_hash(f"address\0{address or ''}\0{email}")
+    return token_hash(f"address\0{client_network(address)}\0{email}")
+
+
+def client_network(address: str | None) -> str:
+    """What one client controls: its IPv4 address, or the /64 around its IPv6 address.
+
+    SECURITY: one IPv6 host usually holds a whole /64 (2^64 addresses); counting each
+    address apart would give it unlimited fresh counters. An IPv4-mapped IPv6 address
+    (a dual-stack socket) is the IPv4 client it maps.
+    """
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def ceiling_key(email: str) -> str:

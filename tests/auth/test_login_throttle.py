@@ -26,6 +26,7 @@ from auth_service.services.throttle import (
     account_key,
     address_key,
     ceiling_key,
+    client_network,
 )
 from auth_service.settings import Settings, SettingsError
 
@@ -93,6 +94,32 @@ def test_lock_is_per_email_too(make_client) -> None:
     fail_logins(api, "ada@example.com", ATTACKER, 2)
     assert_throttled(api.login("ada@example.com", remote_addr=ATTACKER), 900)
     assert api.login("grace@example.com", remote_addr=ATTACKER).status_code == 200
+
+
+def test_one_ipv6_host_is_one_client(make_client) -> None:
+    """Addresses of one /64 share a counter: rotating through them buys no fresh guesses."""
+    api = Api(make_client(login_max_failures=2))
+    api.register("ada@example.com")
+    fail_logins(api, "ada@example.com", "2001:db8:1:2::1", 1)
+    fail_logins(api, "ada@example.com", "2001:db8:1:2:ffff::9", 1)
+    assert_throttled(api.login("ada@example.com", remote_addr="2001:db8:1:2::77"), 900)
+    # Another /64 is another client.
+    assert api.login("ada@example.com", remote_addr="2001:db8:1:3::1").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::", "2001:db8:1:2::/64"),
+        (None, ""),
+        ("unix-socket", "unix-socket"),
+    ],
+)
+def test_client_network(address: str | None, network: str) -> None:
+    assert client_network(address) == network
 
 
 # --- the per-account ceiling ------------------------------------------------------------
