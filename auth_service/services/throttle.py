@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from auth_service.db.models import LoginThrottle, utcnow
-from auth_service.db.upsert import insert_ignore
+from auth_service.db.upsert import insert_or_lock
 from auth_service.errors import LoginThrottled
 from auth_service.security.opaque import token_hash
 
@@ -80,6 +80,13 @@ def ceiling_key(email: str) -> str:
 def clear_account(db: DbSession, email: str) -> None:
     """Forget every counter of an email (all addresses and the ceiling), in the caller's
     transaction: a completed password reset or an admin unlock."""
+    # NOTE: the ceiling row is locked first, as record_failure locks it: one lock order,
+    # so a reset during a stream of failures cannot deadlock on PostgreSQL.
+    db.execute(
+        select(LoginThrottle.key_hash)
+        .where(LoginThrottle.key_hash == ceiling_key(email))
+        .with_for_update()
+    )
     db.execute(delete(LoginThrottle).where(LoginThrottle.account_hash == account_key(email)))
 
 
@@ -111,10 +118,10 @@ class LoginThrottler:
         now = utcnow()
         account = account_key(email)
         with self._sessions.begin() as db:
-            # NOTE: always the address row first, then the ceiling: one lock order for
-            # every transaction, so concurrent failures on PostgreSQL cannot deadlock.
-            self._count(db, address_key(email, address), account, self._per_address, now)
+            # NOTE: always the ceiling row first, then the address's: one lock order for
+            # every transaction (clear_account too), so PostgreSQL cannot deadlock.
             self._count(db, ceiling_key(email), account, self._per_account, now)
+            self._count(db, address_key(email, address), account, self._per_address, now)
 
     def forget_address(self, db: DbSession, email: str, address: str | None) -> None:
         """After a success from this address, in the caller's transaction.
@@ -129,18 +136,17 @@ class LoginThrottler:
     @staticmethod
     def _count(db: DbSession, key: str, account: str, limit: Limit, now: datetime) -> None:
         """Add one failure to a counter, starting a new window when the old one has passed."""
-        # NOTE: inserting first takes the write lock (SQLite) or the row (PostgreSQL),
-        # so concurrent failures are counted, not lost.
+        # NOTE: the upsert takes the write lock (SQLite) or the row (PostgreSQL) at once,
+        # so concurrent failures are counted, not lost, and a concurrent clear waits.
         db.execute(
-            insert_ignore(
+            insert_or_lock(
                 db,
                 LoginThrottle,
                 {"key_hash": key, "account_hash": account, "failures": 0, "window_started_at": now},
+                "key_hash",
             )
         )
-        row = db.scalars(
-            select(LoginThrottle).where(LoginThrottle.key_hash == key).with_for_update()
-        ).one()
+        row = db.scalars(select(LoginThrottle).where(LoginThrottle.key_hash == key)).one()
         if now - row.window_started_at > limit.window:
             row.failures = 0
             row.window_started_at = now

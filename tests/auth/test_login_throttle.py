@@ -26,6 +26,7 @@ from auth_service.services.throttle import (
     account_key,
     address_key,
     ceiling_key,
+    clear_account,
     client_network,
 )
 from auth_service.settings import Settings, SettingsError
@@ -336,6 +337,32 @@ def test_concurrent_failures_are_all_counted(throttler: LoginThrottler, database
         address_key("ada@example.com", addresses[1]): 8,
         ceiling_key("ada@example.com"): 16,
     }
+
+
+def test_clearing_while_failures_stream_in_never_deadlocks(
+    throttler: LoginThrottler, database_url: str
+) -> None:
+    """A reset or unlock racing failures from many addresses: every call completes."""
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+
+    def clear() -> None:
+        with sessions.begin() as db:
+            clear_account(db, "ada@example.com")
+
+    def work(i: int) -> None:
+        if i % 5 == 4:
+            clear()
+        else:
+            throttler.record_failure("ada@example.com", f"203.0.113.{i % 7}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(work, range(40)))  # re-raises any deadlock error
+        clear()
+    finally:
+        engine.dispose()
+    assert account_rows(database_url, "ada@example.com") == []
 
 
 # --- settings ---------------------------------------------------------------------------
