@@ -144,12 +144,6 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
-        if self.login_max_failures_per_account < self.login_max_failures:
-            # NOTE: a ceiling below the per-address limit would let any one address lock
-            # the owner out, which is what the per-address limit exists to prevent.
-            raise SettingsError(
-                "LOGIN_MAX_FAILURES_PER_ACCOUNT must be at least LOGIN_MAX_FAILURES"
-            )
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr, strict=False)
