@@ -35,7 +35,7 @@ from auth_service.services.sessions import (
     SessionService,
     TokenPolicy,
 )
-from auth_service.services.throttle import LoginThrottler
+from auth_service.services.throttle import Limit, LoginThrottler
 from auth_service.settings import Settings
 from auth_service.spec import Contract
 from auth_service.tracing import INSTRUMENTATION_NAME, trace_engine
@@ -85,8 +85,10 @@ def build_services(
     )
     throttler = LoginThrottler(
         db,
-        max_failures=settings.login_max_failures,
-        lockout_seconds=settings.login_lockout_seconds,
+        per_address=Limit(settings.login_max_failures, settings.login_lockout_seconds),
+        per_account=Limit(
+            settings.login_max_failures_per_account, settings.login_account_window_seconds
+        ),
     )
 
     return Services(
@@ -96,6 +98,7 @@ def build_services(
             db,
             hasher,
             revocations,
+            throttler,
             allow_registration=settings.allow_registration,
         ),
         sessions=SessionService(

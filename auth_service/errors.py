@@ -39,7 +39,7 @@ class LoginThrottled(DomainError):
     status, code, title = 429, "login-throttled", "Too many failed logins"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("Too many failed login attempts; try again later.")
+        super().__init__("Too many failed login attempts; try again later or reset your password.")
         self.retry_after = retry_after
 
 

@@ -53,6 +53,8 @@ class Settings:
     password_reset_token_expire_minutes: int = 30
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
+    login_max_failures_per_account: int = 100
+    login_account_window_seconds: int = 3600
     trusted_proxies: tuple[Network, ...] = ()
     log_format: str = "json"
     prometheus_multiproc_dir: str | None = None
@@ -118,6 +120,18 @@ class Settings:
             ),
             login_lockout_seconds=read.integer(
                 "LOGIN_LOCKOUT_SECONDS", d.login_lockout_seconds, minimum=1, maximum=86400
+            ),
+            login_max_failures_per_account=read.integer(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                d.login_max_failures_per_account,
+                minimum=1,
+                maximum=1_000_000,
+            ),
+            login_account_window_seconds=read.integer(
+                "LOGIN_ACCOUNT_WINDOW_SECONDS",
+                d.login_account_window_seconds,
+                minimum=1,
+                maximum=7 * 86400,
             ),
             trusted_proxies=read.networks("TRUSTED_PROXIES"),
             log_format=read.choice("LOG_FORMAT", d.log_format, ("json", "console")),

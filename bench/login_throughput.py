@@ -64,6 +64,7 @@ def start_server(
         "AUTHGATE_VAR_DIR": str(workdir),
         "BCRYPT_ROUNDS": str(rounds),
         "LOGIN_MAX_FAILURES": "1000",
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT": "100000",
         "LOG_FORMAT": "json",
     }
     env.pop("REDIS_URL", None)

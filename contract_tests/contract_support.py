@@ -204,7 +204,7 @@ STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)
 # Admin-only operations, plus the self-or-admin ones: the spec's links hand them the ids
 # of users created by register/create_user, which only an admin may read or change.
 ADMIN_OPERATIONS = frozenset(
-    {"list_users", "create_user", "delete_user", "get_user", "update_user"}
+    {"list_users", "create_user", "delete_user", "get_user", "update_user", "unlock_user"}
 )
 
 

@@ -27,6 +27,8 @@ BEARER = [{"bearerAuth": []}]
 PROBLEM_REF = "#/components/schemas/Problem"
 GATEWAY_STATUSES = {"429", "502", "503", "504"}
 BODY_STATUSES = {"400", "413", "415", "422"}
+# Actions on a resource named by the path alone: POSTs that take no body.
+BODYLESS_POSTS = {"unlock_user"}
 # The one schema allowed to be free-form: the OpenAPI document served by get_openapi.
 FREE_FORM_REFS = {"#/components/schemas/OpenAPIDocument"}
 
@@ -45,6 +47,7 @@ EXPECTED_OPERATIONS = {
     ("put", "/api/v1/users/{user_id}"): ("update_user", "bearer", "users"),
     ("delete", "/api/v1/users/{user_id}"): ("delete_user", "bearer", "users"),
     ("put", "/api/v1/users/me/password"): ("change_password", "bearer", "users"),
+    ("post", "/api/v1/users/{user_id}/unlock"): ("unlock_user", "bearer", "users"),
     ("get", "/.well-known/jwks.json"): ("get_jwks", "public", "keys"),
     ("get", "/healthz"): ("healthz", "public", "ops"),
     ("get", "/readyz"): ("readyz", "public", "ops"),
@@ -67,7 +70,8 @@ EXPECTED_STATUSES = {
     "get_user": {"200", "403", "404"},
     "update_user": {"200", "403", "404", "409", "422"},
     "delete_user": {"204", "404", "409"},
-    "change_password": {"204", "400", "422"},
+    "change_password": {"204", "400", "422", "429"},
+    "unlock_user": {"204", "401", "403", "404"},
     "get_jwks": {"200"},
     "healthz": {"200"},
     "readyz": {"200", "503"},
@@ -451,7 +455,7 @@ def test_operation_error_headers(operation: Operation) -> None:
 def test_operation_request_body(operation: Operation) -> None:
     method, path, op, _ = operation
     name = op_name(method, path, op)
-    if method in ("get", "delete"):
+    if method in ("get", "delete") or op["operationId"] in BODYLESS_POSTS:
         assert "requestBody" not in op, f"{name}: {method.upper()} must not take a body"
         return
     body, _ = resolve(op.get("requestBody"))

@@ -108,11 +108,17 @@ class PasswordResetToken(Base):
 
 
 class LoginThrottle(Base):
-    """Failed-login counter per email, keyed by the email's hash so unknown emails stay private."""
+    """A failed-login counter: one row per (email, client address), one per email (the ceiling).
+
+    Only hashes are kept, so emails of non-users and client addresses never appear in clear.
+    `account_hash` (the email's hash) is on every row of an email, so a completed reset or
+    an admin can clear all of them at once.
+    """
 
     __tablename__ = "login_throttles"
 
-    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_hash: Mapped[str] = mapped_column(String(64), index=True)
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[created_ts]
     locked_until: Mapped[timestamp | None]

@@ -19,6 +19,7 @@ from auth_service.security.passwords import (
     PasswordTooLongError,
 )
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
+from auth_service.services.throttle import LoginThrottler, clear_account
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
 
@@ -47,12 +48,14 @@ class AccountService:
         sessions: sessionmaker[DbSession],
         hasher: PasswordHasher,
         revocations: RevocationList,
+        throttler: LoginThrottler,
         *,
         allow_registration: bool,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
         self._revocations = revocations
+        self._throttler = throttler
         self._allow_registration = allow_registration
 
     def register(self, email: str, password: str, full_name: str | None) -> User:
@@ -127,16 +130,34 @@ class AccountService:
             db.delete(user)
         self._revocations.publish(revoked)
 
-    def change_password(self, actor: User, session_id: uuid.UUID, current: str, new: str) -> None:
-        """Change one's own password; every other session of the user ends."""
+    def change_password(
+        self, actor: User, session_id: uuid.UUID, current: str, new: str, address: str | None
+    ) -> None:
+        """Change one's own password; every other session of the user ends.
+
+        SECURITY: a wrong current password is a failed login for the throttle: a stolen
+        access token must not buy unlimited guesses at the password.
+        """
+        self._throttler.check(actor.email, address)
         if not self._hasher.verify(current, actor.hashed_password):
+            self._throttler.record_failure(actor.email, address)
             raise errors.WrongPassword("The current password is wrong.", field="current_password")
         hashed = hash_password(self._hasher, new, field="new_password")
         with self._sessions.begin() as db:
             user = _load_for_update(db, actor.id)
             user.hashed_password = hashed
             revoked = revoke_user_sessions(db, user.id, keep=session_id)
+            self._throttler.forget_address(db, actor.email, address)
         self._revocations.publish(revoked)
+
+    def unlock(self, actor: User, user_id: uuid.UUID) -> None:
+        """Clear every login throttle of a user, from all addresses (admin only)."""
+        _require_admin(actor)
+        with self._sessions.begin() as db:
+            user = db.get(User, user_id)
+            if user is None:
+                raise errors.UserNotFound("No user with this id.")
+            clear_account(db, user.email)
 
     def _create(self, new: NewUser) -> User:
         user = User(

@@ -20,6 +20,7 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.services.accounts import hash_password, normalize_email
 from auth_service.services.mailer import Mailer
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
+from auth_service.services.throttle import clear_account
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class PasswordResetService:
         self._outbox.submit(self._send, email, link)
 
     def confirm(self, token: str, new_password: str) -> None:
-        """Set the new password; the token is spent and every session of the user ends."""
+        """Set the new password; the token is spent, every session and login throttle ends."""
         hashed = hash_password(self._hasher, new_password, field="new_password")
         now = utcnow()
         with self._sessions.begin() as db:
@@ -93,6 +94,9 @@ class PasswordResetService:
                 raise errors.InvalidResetToken("The reset token is invalid, expired or used.")
             db.execute(update(User).where(User.id == row.user_id).values(hashed_password=hashed))
             revoked = revoke_user_sessions(db, row.user_id)
+            # SECURITY: whoever redeems the mailed token controls the mailbox: the owner.
+            # Their login throttles (every address and the ceiling) end with the old password.
+            clear_account(db, row.user.email)
         self._revocations.publish(revoked)
 
     def _send(self, email: str, link: str) -> None:

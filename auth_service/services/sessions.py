@@ -113,20 +113,20 @@ class SessionService:
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         email = normalize_email(email)
-        self._throttler.check(email)
+        self._throttler.check(email, client.ip_address)
         with self._sessions() as db:
             user = db.scalars(select(User).where(User.email == email)).one_or_none()
         if user is None:
             # SECURITY: same bcrypt work as a wrong password, so timing reveals nothing.
             self._hasher.dummy_verify(password)
-            raise self._failed_login(email)
+            raise self._failed_login(email, client)
         if not self._hasher.verify(password, user.hashed_password):
-            raise self._failed_login(email)
+            raise self._failed_login(email, client)
         if not user.is_active:
             raise errors.InactiveUser()
         with self._sessions.begin() as db:
             # PERF: the throttle is cleared in the session's own transaction, not a second one.
-            self._throttler.reset(db, email)
+            self._throttler.forget_address(db, email, client.ip_address)
             session = Session(
                 id=uuid.uuid4(),
                 user_id=user.id,
@@ -225,8 +225,8 @@ class SessionService:
                 )
             ).one_or_none()
 
-    def _failed_login(self, email: str) -> errors.InvalidCredentials:
-        self._throttler.record_failure(email)
+    def _failed_login(self, email: str, client: ClientInfo) -> errors.InvalidCredentials:
+        self._throttler.record_failure(email, client.ip_address)
         return errors.InvalidCredentials("Invalid email or password.")
 
     def _within_grace(self, used_at: datetime | None) -> bool:
