@@ -22,6 +22,6 @@ proc_name = "authgate-gateway"
 bind = [f"{os.environ.get('GATEWAY_HOST', '127.0.0.1')}:{env_int('GATEWAY_PORT', 8000)}"]
 
 # The gateway mostly waits on upstreams: a sync worker is held by one slow client or
-# upstream (DESIGN §10), so each process runs threads; 8 per process keeps a slow
-# upstream from starving the rest while its circuit breaker trips.
+# upstream (docs/architecture.md, "Processes"), so each process runs threads; 8 per
+# process keeps a slow upstream from starving the rest while its circuit breaker trips.
 threads = env_int("GATEWAY_THREADS", 8)

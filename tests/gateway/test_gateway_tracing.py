@@ -41,6 +41,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery staple"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
 AUTH_SERVICE_NAME = "authgate-auth-under-test"
+GATEWAY_NAME = "authgate-gateway-under-test"
 
 
 # --------------------------------------------------------------------------- receiver
@@ -386,7 +387,7 @@ def test_gateway_under_gunicorn_exports_the_same_trace(
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             # Set for the auth service in a shared .env: the gateway must not take it.
             "OTEL_SERVICE_NAME": "authgate-auth",
-            "GATEWAY_OTEL_SERVICE_NAME": "authgate-gateway-under-test",
+            "GATEWAY_OTEL_SERVICE_NAME": GATEWAY_NAME,
         },
         workers=1,
     )
@@ -402,13 +403,27 @@ def test_gateway_under_gunicorn_exports_the_same_trace(
         assert result.status_code == 200, result.text
 
         def complete(spans: list[ReceivedSpan]) -> bool:
+            # NOTE: wait for each span the asserts need, not for a count or for both
+            # services: the gateway's client span ends (and may be exported) before its
+            # server span, and the auth service's SQL spans before its server span.
             ours = [s for s in spans if s.trace_id == trace_id]
-            return {s.service for s in ours} == {"authgate-gateway-under-test", AUTH_SERVICE_NAME}
+            gateway_kinds = {s.span.kind for s in ours if s.service == GATEWAY_NAME}
+            auth_servers = [
+                s.span_id
+                for s in ours
+                if s.service == AUTH_SERVICE_NAME and s.span.kind == PbSpan.SPAN_KIND_SERVER
+            ]
+            return (
+                {PbSpan.SPAN_KIND_SERVER, PbSpan.SPAN_KIND_CLIENT} <= gateway_kinds
+                and bool(auth_servers)
+                and any(s.parent_id in auth_servers for s in ours)
+            )
 
-        spans = [s for s in receiver.wait_for(complete) if s.trace_id == trace_id]
+        spans = [s for s in receiver.wait_for(complete, timeout=30) if s.trace_id == trace_id]
     finally:
         gateway.stop()
-    gateway_spans = {s.span.kind: s for s in spans if s.service == "authgate-gateway-under-test"}
+    gateway_spans = {s.span.kind: s for s in spans if s.service == GATEWAY_NAME}
+    assert set(gateway_spans) == {PbSpan.SPAN_KIND_SERVER, PbSpan.SPAN_KIND_CLIENT}, spans
     server = gateway_spans[PbSpan.SPAN_KIND_SERVER]
     client = gateway_spans[PbSpan.SPAN_KIND_CLIENT]
     assert server.span.name == "GET /api/v1/auth"
