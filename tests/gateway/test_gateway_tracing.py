@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from process_support import running_auth_service
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.app import create_app
 from gateway_service.settings import Settings
 
@@ -327,7 +328,8 @@ def test_upstream_failure_marks_the_client_span() -> None:
     [server] = of_kind(spans, SpanKind.SERVER)
     [upstream] = of_kind(spans, SpanKind.CLIENT)
     assert upstream.status.status_code == StatusCode.ERROR
-    assert dict(upstream.attributes or {})["error.type"] == "upstream_unreachable"
+    # The span names the failure by its problem type's slug, as the client's answer does.
+    assert dict(upstream.attributes or {})["error.type"] == ProblemType.UPSTREAM_UNREACHABLE.slug
     assert server.status.status_code == StatusCode.ERROR
     assert dict(server.attributes or {})["http.response.status_code"] == 502
 
