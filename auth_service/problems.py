@@ -27,7 +27,8 @@ class HTTPProblem(falcon.HTTPError):
         field_errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        assert problem.status is not None, "only the gateway relays an upstream's status"
+        if problem.status is None:
+            raise ValueError(f"{problem.slug}: only the gateway relays an upstream's status")
         super().__init__(
             problem.status, title=problem.problem_title, description=detail, headers=headers
         )

@@ -33,7 +33,7 @@ def observe(body: dict[str, Any], problem: ProblemType, status: int | None = Non
     assert expected is not None, f"{problem.slug} needs the status it was relayed with"
     assert body["type"] == problem.uri, body
     assert body["status"] == expected, body
-    assert body["title"], body
+    assert body["title"] == problem.problem_title, body
     OBSERVED.add(problem)
 
 
