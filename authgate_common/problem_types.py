@@ -6,9 +6,12 @@ this enum, never a string, so nothing can send a type that is not registered her
 `openapi/auth.yaml` lists exactly these types with their status (tests/test_spec.py checks
 both directions, tests/problem_observer.py checks that a test sees each one).
 
-To add a type: add a member here (slug, status, title), add its URI to the `ProblemType`
-enum and its row to the table in that schema's description in openapi/auth.yaml, and
-assert it in a test through tests/problem_observer.py's `assert_problem_type`.
+To add a type: add a member here (kebab-case slug, status, title; in `_GENERIC` too if
+it is what any error of that status should say); raise it (auth: `HTTPProblem(member)`
+or a `DomainError` with `problem = member`; gateway: `falcon.HTTP...(code=member)` or
+`write_problem(req, resp, member)`); add its URI to the `ProblemType` enum and its row to
+the table in that schema's description in openapi/auth.yaml; and assert it in a test
+through tests/problem_observer.py (`assert_problem_type` or `observe`).
 """
 
 from __future__ import annotations
@@ -122,6 +125,9 @@ _GENERIC: dict[int, ProblemType] = {
         ProblemType.HEADER_FIELDS_TOO_LARGE,
         ProblemType.INTERNAL_ERROR,
         ProblemType.NOT_IMPLEMENTED,
+        # NOTE: only the gateway answers these two, and always about its upstream.
+        ProblemType.UPSTREAM_FAILED,
+        ProblemType.UPSTREAM_TIMEOUT,
     )
     if member.status is not None
 }

@@ -23,6 +23,7 @@ import json
 import select
 import threading
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -85,7 +86,7 @@ def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
     problem = problem_document(problem_type, detail=detail, request_id=request_id)
     body = json.dumps(problem, separators=(",", ":")).encode()
     head = (
-        f"HTTP/1.1 {problem['status']} {problem['title']}\r\n"
+        f"HTTP/1.1 {problem['status']} {HTTPStatus(problem['status']).phrase}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\n"
