@@ -40,6 +40,7 @@ from auth_service.settings import Settings
 from auth_service.spec import Contract
 from auth_service.tracing import INSTRUMENTATION_NAME, trace_engine
 from auth_service.validation import SpecValidation
+from authgate_common.problem_types import ProblemType
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 
 
@@ -220,9 +221,7 @@ def _database_unavailable(
     )
     if lost:
         raise problems.HTTPProblem(
-            503,
-            code="database-unavailable",
-            title="Service Unavailable",
+            ProblemType.DATABASE_UNAVAILABLE,
             detail="The database is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )

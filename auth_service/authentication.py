@@ -14,6 +14,7 @@ from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract
 from authgate_common.access import Access
 from authgate_common.bearer import bearer_token
+from authgate_common.problem_types import ProblemType
 
 PrincipalLoader = Callable[[str, str], User | None]
 
@@ -47,19 +48,25 @@ class BearerAuthentication:
         if token is None:
             if op.access is Access.OPTIONAL:
                 return
-            raise unauthorized("missing-token", "A bearer token is required.", invalid_token=False)
+            raise unauthorized(
+                ProblemType.MISSING_TOKEN, "A bearer token is required.", invalid_token=False
+            )
         try:
             claims = self._key_ring.decode_access_token(
                 token, issuer=self._issuer, audience=self._audience
             )
         except InvalidTokenError:
             raise unauthorized(
-                "invalid-token", "The access token is invalid or expired.", invalid_token=True
+                ProblemType.INVALID_TOKEN,
+                "The access token is invalid or expired.",
+                invalid_token=True,
             ) from None
         # SECURITY: the session is checked on every request, so logout and revocation
         # take effect at once rather than when the token expires.
         principal = self._load_principal(claims["sub"], claims["sid"])
         if principal is None:
-            raise unauthorized("session-revoked", "The session has ended.", invalid_token=True)
+            raise unauthorized(
+                ProblemType.SESSION_REVOKED, "The session has ended.", invalid_token=True
+            )
         req.context.principal = principal
         req.context.session_id = claims["sid"]

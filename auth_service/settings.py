@@ -24,7 +24,7 @@ class SettingsError(EnvError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the auth service can be configured with (DESIGN §8)."""
+    """Everything the auth service can be configured with (all in .env.example)."""
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None

@@ -1,8 +1,8 @@
 """Request and response validation against the spec, as Falcon middleware.
 
 We use openapi-core's schema validators, prebuilt per operation in `spec.Contract`,
-instead of its Falcon integration (see STYLE.md for why): errors stay problem+json,
-statuses stay right, and the client's input is never echoed back.
+instead of its Falcon integration (docs/architecture.md, "Decisions and why"): errors
+stay problem+json, statuses stay right, and the client's input is never echoed back.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from auth_service.spec import (
     Parameter,
     field_errors,
 )
+from authgate_common.problem_types import ProblemType
 
 MAX_BODY_BYTES = 64 * 1024
 _INTEGER = re.compile(r"^-?[0-9]{1,30}$")
@@ -92,9 +93,7 @@ def validation_problem(errors: list[FieldError]) -> HTTPProblem:
     """The 422 answer naming every offending field."""
     names = ", ".join(sorted({error.field for error in errors}))
     return HTTPProblem(
-        422,
-        code="validation-error",
-        title="Request validation failed",
+        ProblemType.VALIDATION_ERROR,
         detail=f"Invalid fields: {names}",
         field_errors=[error.as_dict() for error in errors],
     )
@@ -142,10 +141,10 @@ def _convert(param: Parameter, value: Any) -> Any:
 def _read_body(req: AuthRequest, op: Operation, errors: list[FieldError]) -> Any:
     length = req.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise HTTPProblem(413, code="content-too-large", title="Request body too large")
+        raise HTTPProblem(ProblemType.CONTENT_TOO_LARGE)
     raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
-        raise HTTPProblem(413, code="content-too-large", title="Request body too large")
+        raise HTTPProblem(ProblemType.CONTENT_TOO_LARGE)
     if not raw:
         if op.body_required:
             errors.append(FieldError("body", "required", "is required"))
@@ -153,9 +152,7 @@ def _read_body(req: AuthRequest, op: Operation, errors: list[FieldError]) -> Any
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise HTTPProblem(
-            415,
-            code="unsupported-media-type",
-            title="Unsupported Media Type",
+            ProblemType.UNSUPPORTED_MEDIA_TYPE,
             detail="Send the body as application/json.",
         )
     body = parse_json(raw)
@@ -203,7 +200,7 @@ def parse_json(raw: bytes) -> Any:
     except (ValueError, RecursionError):
         # NOTE: RecursionError is what ~10 KB of "[" gives; it must not become a 500.
         raise HTTPProblem(
-            400, code="malformed-json", title="Malformed JSON", detail="The body is not valid JSON."
+            ProblemType.MALFORMED_JSON, detail="The body is not valid JSON."
         ) from None
 
 
@@ -241,7 +238,7 @@ def response_breaches(op: Operation, resp: falcon.Response) -> list[str]:
 
 
 def _replace_with_server_error(req: AuthRequest, resp: falcon.Response) -> None:
-    problem = HTTPProblem(500, code="response-contract-violation", title="Internal Server Error")
+    problem = HTTPProblem(ProblemType.RESPONSE_CONTRACT_VIOLATION)
     resp.status = 500
     resp.media = None
     resp.data = None

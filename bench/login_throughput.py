@@ -1,4 +1,4 @@
-"""Login throughput under gunicorn against the bcrypt bound (issue #2, DESIGN §9).
+"""Login throughput under gunicorn against the bcrypt bound (README, "Performance").
 
 Login is bound by bcrypt: with W worker cores and one bcrypt check taking t seconds, no
 server can log in more than W / t users per second. This script measures t in this

@@ -193,7 +193,8 @@ CHECKS = (
 # Checks that only make sense on a sequence of calls (they follow the spec's links).
 # NOTE: ensure_resource_availability is left out on purpose: it calls any 4xx on a
 # link-fed request after a successful POST a lost resource, but our linked resources
-# are single-use by design: a refresh token already rotated gets 409/401 (DESIGN §4),
+# are single-use by design: a refresh token already rotated gets 409/401 (docs/
+# architecture.md, "Sessions and revocation"),
 # a user already deleted by an earlier step of the walk gets 404. Reading a created
 # user back is asserted in contract_tests/test_sdk.py instead.
 STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)

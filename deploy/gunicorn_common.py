@@ -31,7 +31,8 @@ def shared_settings() -> dict[str, Any]:
     trusted = _trusted_networks("TRUSTED_PROXIES")
     return {
         "workers": ENV.integer("WEB_CONCURRENCY", 2, minimum=1, maximum=256),
-        # NOTE: a sync worker is held by one slow client (DESIGN §10): threads, always.
+        # NOTE: a sync worker is held by one slow client (docs/architecture.md,
+        # "Processes"): threads, always.
         # gthread, except that an otherwise idle worker serves a keep-alive client's next
         # request in place: ~0.3 ms less per request on one connection (see the module).
         "worker_class": "gunicorn_worker.KeepAliveThreadWorker",

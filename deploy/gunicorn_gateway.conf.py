@@ -23,6 +23,6 @@ _port = ENV.integer("GATEWAY_PORT", 8000, minimum=1, maximum=65535)
 bind = [f"{ENV.text('GATEWAY_HOST', '127.0.0.1')}:{_port}"]
 
 # The gateway mostly waits on upstreams: a sync worker is held by one slow client or
-# upstream (DESIGN §10), so each process runs threads; 8 per process keeps a slow
-# upstream from starving the rest while its circuit breaker trips.
+# upstream (docs/architecture.md, "Processes"), so each process runs threads; 8 per
+# process keeps a slow upstream from starving the rest while its circuit breaker trips.
 threads = ENV.integer("GATEWAY_THREADS", 8, minimum=1, maximum=1024)

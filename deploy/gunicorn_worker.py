@@ -12,8 +12,9 @@ others for longer than LINGER_MS, and only while there is no other work.
 
 2. Problem pages. A request gunicorn itself refuses (a malformed request line or header,
 one over the size limits) never reaches either app, and gunicorn answers it with an HTML
-page. Every error we send is application/problem+json with a request id (DESIGN §6), so
-the worker answers those with a problem document instead: same status and message.
+page. Every error we send is application/problem+json with a request id (README, "Every
+error is application/problem+json"), so the worker answers those with a problem document
+of its status's registered type instead: same status and message.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import json
 import select
 import threading
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
+
+from authgate_common.problem_types import ProblemType, problem_document
 
 # A client on the same host answers within tens of microseconds; one that takes longer
 # goes back to the poller like any other.
@@ -74,15 +78,15 @@ def _readable(sock: Any) -> bool:
 
 
 def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
-    """gunicorn's error page, as an RFC 9457 problem with a fresh request id."""
+    """gunicorn's error page, as an RFC 9457 problem of its status's type, with a request id."""
     request_id = uuid.uuid4().hex
-    problem: dict[str, Any] = {"type": "about:blank", "title": reason, "status": status}
-    if message:
-        problem["detail"] = message[:_DETAIL_LIMIT]
-    problem["request_id"] = request_id
+    problem_type = ProblemType.for_status(status)
+    # NOTE: a status the contract does not know (a newer gunicorn) is answered as a 500.
+    detail = message[:_DETAIL_LIMIT] if message and problem_type.status == status else None
+    problem = problem_document(problem_type, detail=detail, request_id=request_id)
     body = json.dumps(problem, separators=(",", ":")).encode()
     head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
+        f"HTTP/1.1 {problem['status']} {HTTPStatus(problem['status']).phrase}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\n"

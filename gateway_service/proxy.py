@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 import falcon
 
 from authgate_common.bearer import bearer_token
+from authgate_common.problem_types import ProblemType
 from gateway_service.breaker import CLOSED, CircuitBreaker
 from gateway_service.client import ClientAddress
 from gateway_service.metrics import Metrics
@@ -185,7 +186,7 @@ class ProxySink:
                 title="Unauthorized",
                 description="An access token is required.",
                 challenges=["Bearer"],
-                code="missing_token",
+                code=ProblemType.MISSING_TOKEN,
             )
         try:
             return self._verifier.verify(token)
@@ -195,7 +196,7 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="Token keys are not available yet; try again shortly.",
                 headers={"Retry-After": "5"},
-                code="keys_unavailable",
+                code=ProblemType.KEYS_UNAVAILABLE,
             ) from None
 
     def _guard(
@@ -233,13 +234,13 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="Rate limiting is unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
-                code="rate_limit_unavailable",
+                code=ProblemType.RATE_LIMIT_UNAVAILABLE,
             )
         if sessions_closed:
             raise falcon.HTTPServiceUnavailable(
                 description="Session checks are unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
-                code="session_check_unavailable",
+                code=ProblemType.SESSION_CHECK_UNAVAILABLE,
             )
         # NOTE: failing open here; RedisStore already logged the failure (once per second).
 
@@ -261,7 +262,7 @@ class ProxySink:
             raise falcon.HTTPTooManyRequests(
                 description="Rate limit exceeded; retry later.",
                 headers=headers,
-                code="rate_limited",
+                code=ProblemType.RATE_LIMITED,
             )
         resp.set_headers(headers)
 
@@ -333,7 +334,7 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="The upstream service is unavailable; try again later.",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                code="upstream_unavailable",
+                code=ProblemType.UPSTREAM_UNAVAILABLE,
             )
         # SECURITY: the path sent is the normalised one we authorised, re-encoded once.
         target = upstream.prefix + quote(req.path, safe=_PATH_SAFE)
@@ -378,7 +379,7 @@ class ProxySink:
             if isinstance(ex, UpstreamTimeout):
                 raise _timed_out() from None
             raise falcon.HTTPBadGateway(
-                description="The upstream service failed.", code="upstream_failed"
+                description="The upstream service failed.", code=ProblemType.UPSTREAM_FAILED
             ) from None
 
     def _send(
@@ -389,7 +390,8 @@ class ProxySink:
         headers: dict[str, str],
         body: bytes | None,
     ) -> UpstreamResponse:
-        # NOTE: never /auth/refresh (DESIGN §10): it is a POST, so this rule covers it.
+        # NOTE: never /auth/refresh (docs/architecture.md, gateway step 7): it is a POST,
+        # so this rule covers it.
         retryable = method in _IDEMPOTENT
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
@@ -402,7 +404,7 @@ class ProxySink:
                 upstream.breaker.record_failure()
                 raise falcon.HTTPBadGateway(
                     description="The upstream service could not be reached.",
-                    code="upstream_unreachable",
+                    code=ProblemType.UPSTREAM_UNREACHABLE,
                 ) from None
             except UpstreamTimeout:
                 upstream.breaker.record_failure()
@@ -410,7 +412,7 @@ class ProxySink:
             except BadResponse:
                 upstream.breaker.record_failure()
                 raise falcon.HTTPBadGateway(
-                    description="The upstream service failed.", code="upstream_failed"
+                    description="The upstream service failed.", code=ProblemType.UPSTREAM_FAILED
                 ) from None
             except InvalidRequest:
                 upstream.breaker.record_success()
@@ -432,9 +434,9 @@ class ProxySink:
             write_problem(
                 req,
                 resp,
-                status,
+                ProblemType.UPSTREAM_ERROR,
+                status=status,
                 detail="The upstream service returned an error.",
-                code="upstream_error",
             )
             return
         connection = upstream_resp.get("connection")
@@ -494,7 +496,8 @@ def _is_json(content_type: str) -> bool:
 
 def _timed_out() -> falcon.HTTPGatewayTimeout:
     return falcon.HTTPGatewayTimeout(
-        description="The upstream service did not answer in time.", code="upstream_timeout"
+        description="The upstream service did not answer in time.",
+        code=ProblemType.UPSTREAM_TIMEOUT,
     )
 
 
@@ -503,12 +506,12 @@ def _invalid_token(description: str) -> falcon.HTTPUnauthorized:
         title="Unauthorized",
         description=description,
         challenges=[f'Bearer error="invalid_token", error_description="{description}"'],
-        code="invalid_token",
+        code=ProblemType.INVALID_TOKEN,
     )
 
 
 def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
     return falcon.HTTPContentTooLarge(
         description=f"The request body exceeds {limit} bytes.",
-        code="body_too_large",
+        code=ProblemType.CONTENT_TOO_LARGE,
     )

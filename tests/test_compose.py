@@ -42,8 +42,8 @@ GUNICORN_CONFS = {
 GUNICORN_COMMON = ROOT / "deploy" / "gunicorn_common.py"
 SETTINGS_MODULES = [ROOT / "auth_service" / "settings.py", ROOT / "gateway_service" / "settings.py"]
 
-# DESIGN §8: operators and deploy scripts rely on these exact names.
-DESIGN_ENV_NAMES = {
+# Operators and deploy scripts rely on these exact names (README, .env.example).
+OPERATOR_ENV_NAMES = {
     "DATABASE_URL", "REDIS_URL", "AUTH_PORT", "GATEWAY_PORT", "AUTH_SERVICE_URL",
     "JWT_ALGORITHM", "JWT_PRIVATE_KEY_FILE", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
     "ACCESS_TOKEN_EXPIRE_MINUTES", "REFRESH_TOKEN_EXPIRE_DAYS", "REFRESH_REUSE_GRACE_SECONDS",
@@ -568,7 +568,7 @@ def test_gunicorn_believes_configured_proxies(run_gunicorn: Any) -> None:
 
 
 def test_env_example_lists_the_design_names(env_example: dict[str, str | None]) -> None:
-    missing = sorted(DESIGN_ENV_NAMES - set(env_example))
+    missing = sorted(OPERATOR_ENV_NAMES - set(env_example))
     assert not missing, f".env.example lacks {missing}"
 
 

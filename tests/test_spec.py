@@ -17,6 +17,8 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from authgate_common.problem_types import PROBLEM_TYPE_BASE, ProblemType
+
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "auth.yaml"
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
 SPEC_URI = "urn:authgate:openapi"
@@ -56,7 +58,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/docs"): ("get_docs", "public", "ops"),
 }
 
-# DESIGN.md §3: the success status and the notable errors of each operation.
+# README's API table: the success status and the notable errors of each operation.
 EXPECTED_STATUSES = {
     "register": {"201", "403", "409", "422"},
     "login": {"200", "401", "403", "422", "429"},
@@ -608,7 +610,8 @@ def test_token_responses_forbid_caching() -> None:
 def openapi_core_spec() -> Any:
     from openapi_core import Config, OpenAPI
 
-    # problem+json is JSON to us but not to openapi-core (see STYLE.md pitfalls).
+    # problem+json is JSON to us but not to openapi-core (docs/architecture.md, "Decisions
+    # and why").
     config = Config(
         extra_media_type_deserializers={"application/problem+json": json.loads},
         additional_properties_default_policy="forbid",
@@ -708,3 +711,67 @@ def test_spectral_style_lint_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- problem types: the registry and the spec list the same ones ------------------------
+
+PROBLEM_TYPE_SCHEMA = SPEC["components"]["schemas"]["ProblemType"]
+PROBLEM_TYPE_ROW = re.compile(r"^\| `([a-z-]+)` \| (\d{3}|4xx/5xx) \|", re.MULTILINE)
+REPO_ROOT = SPEC_PATH.parents[1]
+
+
+def test_spec_lists_exactly_the_problem_types_the_code_can_send() -> None:
+    # The services send only ProblemType members (their problem writers take nothing else).
+    listed = PROBLEM_TYPE_SCHEMA["enum"]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == {member.uri for member in ProblemType}
+
+
+def test_spec_gives_each_problem_type_its_status() -> None:
+    table = dict(PROBLEM_TYPE_ROW.findall(PROBLEM_TYPE_SCHEMA["description"]))
+    expected = {
+        member.slug: str(member.status) if member.status is not None else "4xx/5xx"
+        for member in ProblemType
+    }
+    assert table == expected
+
+
+def problem_examples(node: Any) -> Iterator[dict[str, Any]]:
+    """Every example value in the spec that is a problem document."""
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str) and node["type"].startswith(PROBLEM_TYPE_BASE):
+            yield node
+        for value in node.values():
+            yield from problem_examples(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from problem_examples(value)
+
+
+def test_problem_examples_use_registered_types_with_their_status_and_title() -> None:
+    examples = list(problem_examples(SPEC["paths"])) + list(
+        problem_examples(SPEC["components"]["responses"])
+    )
+    assert examples
+    for example in examples:
+        problem = ProblemType(example["type"].removeprefix(PROBLEM_TYPE_BASE))
+        if problem.status is not None:
+            assert example["status"] == problem.status, example
+        assert example["title"] == problem.problem_title, example
+
+
+def test_problem_type_uris_are_built_only_by_the_registry() -> None:
+    # A hand-written URI in a service would be a type the registry (and the spec) may lack.
+    registry = REPO_ROOT / "authgate_common" / "problem_types.py"
+    sources = [
+        path
+        for package in ("auth_service", "gateway_service", "authgate_common", "deploy")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    ]
+    assert registry in sources
+    offenders = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sources
+        if path != registry and "authgate.dev/problems" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

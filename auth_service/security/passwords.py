@@ -5,7 +5,8 @@ import secrets
 import bcrypt
 
 # bcrypt only reads 72 bytes; bcrypt 5 raises ValueError beyond that. We refuse longer
-# passwords explicitly instead of truncating or pre-hashing them (DESIGN §5).
+# passwords explicitly instead of truncating or pre-hashing them (docs/architecture.md,
+# "Decisions and why").
 MAX_PASSWORD_BYTES = 72
 
 

@@ -10,6 +10,9 @@ import re
 import pytest
 import requests
 from gateway_support import Echo, Gateway, Minter, gateway_env
+from problem_observer import observe
+
+from authgate_common.problem_types import ProblemType
 
 
 def raw_request(
@@ -332,7 +335,7 @@ def test_unreadable_upstream_error_becomes_problem(gateway: Gateway):
     assert resp.status_code == 500
     assert resp.headers["Content-Type"] == "application/problem+json"
     problem = resp.json()
-    assert problem["status"] == 500
+    observe(problem, ProblemType.UPSTREAM_ERROR, 500)
     assert problem["request_id"] == "rid-500"
     assert "internal-host" not in resp.text
     assert "<html>" not in resp.text

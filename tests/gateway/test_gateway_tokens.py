@@ -12,9 +12,11 @@ import uuid
 import pytest
 import redis
 from falcon import testing
-from gateway_support import Echo, Minter, make_ec_key, make_rsa_key, public_pem
+from gateway_support import Echo, Minter, free_port, make_ec_key, make_rsa_key, public_pem
 from jose import jwt
+from problem_observer import assert_problem_type, observe
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.app import create_app
 
 ORDERS = "/api/v1/orders/1"
@@ -211,8 +213,21 @@ def test_keys_unavailable_is_503_not_401(settings_for, minter: Minter):
     result = client.simulate_get(ORDERS, headers=bearer(minter.token()))
     assert result.status_code == 503
     assert result.headers["Retry-After"] == "5"
-    assert result.json["type"].endswith("/keys_unavailable")
+    observe(result.json, ProblemType.KEYS_UNAVAILABLE)
     assert "127.0.0.1" not in result.text
+
+
+def test_session_check_unavailable_is_503_when_configured_closed(settings_for, minter: Minter):
+    settings = settings_for(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        GATEWAY_REDIS_TIMEOUT_SECONDS="0.2",
+        GATEWAY_REVOCATION_FAIL_OPEN="false",
+    )
+    result = testing.TestClient(create_app(settings)).simulate_get(
+        ORDERS, headers=bearer(minter.token())
+    )
+    assert result.headers["Retry-After"] == "1"
+    assert_problem_type(result, ProblemType.SESSION_CHECK_UNAVAILABLE)
 
 
 @pytest.mark.parametrize(

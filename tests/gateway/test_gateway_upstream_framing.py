@@ -87,7 +87,7 @@ def test_malformed_answer_is_502_problem(framing_gateway, name: str):
     # Unsized bodies are buffered up to 1 MiB, so even a broken chunk is caught before
     # the status line goes out.
     resp = requests.get(f"{framing_gateway.url}/api/v1/raw/{name}/x", timeout=5)
-    assert_problem(resp, 502, "upstream_failed")
+    assert_problem(resp, 502, "upstream-failed")
     assert b"hello" not in resp.content and b"\x00" not in resp.content
 
 

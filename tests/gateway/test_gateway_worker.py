@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 from gateway_support import Echo, Gateway, gateway_env
+from problem_observer import observe
 from process_support import GUNICORN, REPO
+
+from authgate_common.problem_types import ProblemType
 
 REQUEST = b"GET /api/v1/catalog/item/%d HTTP/1.1\r\nHost: gw\r\nX-Seq: %d\r\n\r\n"
 
@@ -110,19 +113,41 @@ def test_connections_spread_over_both_workers(start_gateway, echo: Echo):
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("request_bytes", "problem"),
     [
-        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n", 400, id="request-line"),
-        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1\r\nBad Name: 1\r\n\r\n", 400, id="name"),
-        pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414, id="long-line"),
+        pytest.param(
+            b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n",
+            ProblemType.BAD_REQUEST,
+            id="request-line",
+        ),
+        pytest.param(
+            b"GET /api/v1/catalog/x HTTP/1.1\r\nBad Name: 1\r\n\r\n",
+            ProblemType.BAD_REQUEST,
+            id="name",
+        ),
+        pytest.param(
+            b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", ProblemType.URI_TOO_LONG, id="long-line"
+        ),
         pytest.param(
             b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
-            431,
+            ProblemType.HEADER_FIELDS_TOO_LARGE,
             id="many-fields",
+        ),
+        pytest.param(
+            b"POST /api/v1/catalog/x HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+            ProblemType.EXPECTATION_FAILED,
+            id="expect",
+        ),
+        pytest.param(
+            b"POST /api/v1/catalog/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: zstd-x\r\n\r\n",
+            ProblemType.NOT_IMPLEMENTED,
+            id="transfer-coding",
         ),
     ],
 )
-def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes: bytes, status):
+def test_requests_gunicorn_refuses_get_a_problem(
+    gateway: Gateway, request_bytes: bytes, problem: ProblemType
+):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
         sock.sendall(request_bytes)
         answer = b""
@@ -131,14 +156,13 @@ def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     fields = dict(line.lower().split(": ", 1) for line in lines[1:])
-    assert int(lines[0].split()[1]) == status, answer[:300]
+    assert int(lines[0].split()[1]) == problem.status, answer[:300]
     assert fields["content-type"] == "application/problem+json"
     assert int(fields["content-length"]) == len(body)
     assert fields["x-content-type-options"] == "nosniff"
-    problem = json.loads(body)
-    assert problem["status"] == status
-    assert problem["type"] == "about:blank" and problem["title"]
-    assert problem["request_id"] == fields["x-request-id"]
+    document = json.loads(body)
+    observe(document, problem)
+    assert document["request_id"] == fields["x-request-id"]
     assert b"<html" not in answer.lower()
 
 
