@@ -153,6 +153,16 @@ def test_signed_token_with_bad_claims_is_refused(api: Api, forger: Forger) -> No
         assert_unauthorized_token(result)
 
 
+def test_audience_array_is_accepted_only_with_ours(api: Api, forger: Forger) -> None:
+    # RFC 7519 §4.1.3: `aud` may be an array; ours among its members is enough.
+    ours = forger.claims["aud"]
+    accepted = me(api, forger.sign(forger.changed(aud=["billing-api", ours])))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json["email"] == "ada@example.com"
+    for aud in (["billing-api"], [], ["billing-api", ours.upper()]):
+        assert_unauthorized_token(me(api, forger.sign(forger.changed(aud=aud))))
+
+
 def test_unknown_kid_is_refused(api: Api, forger: Forger) -> None:
     assert_unauthorized_token(me(api, forger.sign(headers={"kid": "some-other-key"})))
     # A token with no kid at all.

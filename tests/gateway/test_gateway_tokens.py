@@ -11,8 +11,9 @@ import uuid
 
 import pytest
 import redis
+import requests
 from falcon import testing
-from gateway_support import Echo, Minter, make_ec_key, make_rsa_key, public_pem
+from gateway_support import Echo, Gateway, Minter, make_ec_key, make_rsa_key, public_pem
 from jose import jwt
 
 from gateway_service.app import create_app
@@ -133,6 +134,33 @@ def test_bad_claims(client, echo: Echo, minter: Minter, override):
     assert_refused(
         client.simulate_get(ORDERS, headers=bearer(minter.token(**override))), echo, before
     )
+
+
+@pytest.mark.parametrize(
+    ("aud", "status"),
+    [
+        (["billing-api", "authgate-api"], 200),
+        (["authgate-api"], 200),
+        (["billing-api"], 401),
+        ([], 401),
+        (["billing-api", "AUTHGATE-API"], 401),
+    ],
+)
+def test_audience_array_through_real_gateway(
+    gateway: Gateway, echo: Echo, minter: Minter, aud: list[str], status: int
+):
+    """RFC 7519 §4.1.3: an `aud` array is accepted exactly when ours is among its members."""
+    before = echo.hits()["echo"]
+    token = minter.token(aud=aud, role="admin")
+    result = requests.get(f"{gateway.url}{ORDERS}", headers=bearer(token), timeout=10)
+    assert result.status_code == status, result.text
+    if status == 200:
+        assert dict(result.json()["headers"])["x-user-roles"] == "admin"
+        assert echo.hits()["echo"] == before + 1
+    else:
+        assert result.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+        assert result.headers["Content-Type"] == "application/problem+json"
+        assert echo.hits()["echo"] == before
 
 
 @pytest.mark.parametrize("garbage", ["abc", "a.b.c", "e30.e30.", "x" * 5000])
