@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from auth_service import errors
 from auth_service.db.migrations import upgrade
 from auth_service.security.passwords import MAX_PASSWORD_BYTES
-from auth_service.services.accounts import normalize_email
+from auth_service.services.emails import canonical_email
 from auth_service.settings import Settings, SettingsError
 
 MIN_PASSWORD_CHARS = 8
@@ -68,6 +68,11 @@ def create_admin(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        email = canonical_email(email, field="FIRST_SUPERUSER_EMAIL")
+    except errors.InvalidEmail:
+        print("error: FIRST_SUPERUSER_EMAIL is not a valid email address", file=sys.stderr)
+        return 2
     services = build_services(settings)
     try:
         created = services.accounts.ensure_admin(email, password)
@@ -80,9 +85,9 @@ def create_admin(settings: Settings) -> int:
     finally:
         services.engine.dispose()
     if created:
-        print(f"Created superuser {normalize_email(email)}.")
+        print(f"Created superuser {email}.")
     else:
-        print(f"A user {normalize_email(email)} already exists; nothing changed.")
+        print(f"A user {email} already exists; nothing changed.")
     return 0
 
 

@@ -18,6 +18,12 @@ class DomainError(Exception):
         self.detail = detail
         self.field = field
 
+    def field_errors(self) -> list[dict[str, str]] | None:
+        """The problem's `errors` entries: the one field this error is about, if any."""
+        if not self.field:
+            return None
+        return [{"field": self.field, "code": self.code, "message": self.detail or self.title}]
+
 
 class RegistrationDisabled(DomainError):
     status, code, title = 403, "registration-disabled", "Registration is disabled"
@@ -61,6 +67,21 @@ class WrongPassword(DomainError):
 
 class PasswordTooLong(DomainError):
     status, code, title = 422, "password-too-long", "Password is too long"
+
+
+class InvalidEmail(DomainError):
+    """Not an email address: the same 422 as a schema violation of the field."""
+
+    status, code, title = 422, "validation-error", "Request validation failed"
+
+    def __init__(self, *, field: str) -> None:
+        super().__init__(f"Invalid fields: {field}", field=field)
+        self.field_name = field
+
+    def field_errors(self) -> list[dict[str, str]]:
+        """One `format` error, worded like the schema's own (the input is never echoed)."""
+        message = "must be a valid email"
+        return [{"field": self.field_name, "code": "format", "message": message}]
 
 
 class Forbidden(DomainError):

@@ -89,15 +89,12 @@ def handle_domain_error(
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
-    field_errors = None
-    if ex.field:
-        field_errors = [{"field": ex.field, "code": ex.code, "message": ex.detail or ex.title}]
     raise HTTPProblem(
         ex.status,
         code=ex.code,
         title=ex.title,
         detail=ex.detail,
-        field_errors=field_errors,
+        field_errors=ex.field_errors(),
         headers=headers or None,
     )
 

@@ -17,7 +17,7 @@ from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.security.tokens import KeyRing
-from auth_service.services.accounts import normalize_email
+from auth_service.services.emails import lookup_email
 from auth_service.services.revocation import RevocationList, revoke_session
 from auth_service.services.throttle import LoginThrottler
 
@@ -112,7 +112,7 @@ class SessionService:
         return pair
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
-        email = normalize_email(email)
+        email = lookup_email(email)
         self._throttler.check(email)
         with self._sessions() as db:
             user = db.scalars(select(User).where(User.email == email)).one_or_none()
