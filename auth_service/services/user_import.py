@@ -203,19 +203,24 @@ def _check_record(line: int, record: dict[str, Any], found: list[RowError]) -> I
 
 
 def _email(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("is required")
     try:
-        return canonical_email(value)
+        return canonical_email(_require_text(value))
     except errors.InvalidEmail:
         raise ValueError("not a valid email address") from None
 
 
 def _hash(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("is required")
-    if not is_supported_hash(value):
+    hashed = _require_text(value)
+    if not is_supported_hash(hashed):
         raise ValueError("unsupported hash format (expected bcrypt $2a$/$2b$ or argon2id)")
+    return hashed
+
+
+def _require_text(value: Any) -> str:
+    if value is None or value == "":
+        raise ValueError("is required")
+    if not isinstance(value, str):
+        raise ValueError("must be text")
     return value
 
 

@@ -374,10 +374,17 @@ def test_import_users_refuses_a_file_it_cannot_read(
 def test_import_users_reports_bad_json_lines(migrated_env: dict[str, str], tmp_path: Path) -> None:
     source = tmp_path / "users.jsonl"
     good = json.dumps({**monolith_users()[1], "is_superuser": "yes"})
-    source.write_text(f'{good}\n\nnot json\n["a"]\n{{"email": "x@example.com", "role": "admin"}}\n')
+    numeric = json.dumps({"email": "y@example.com", "hashed_password": 5})
+    source.write_text(
+        f'{good}\n\nnot json\n["a"]\n{{"email": "x@example.com", "role": "admin"}}\n{numeric}\n'
+    )
     done = run_cli("import-users", str(source), env=migrated_env)
     assert done.returncode == 1
     lines = done.stderr.splitlines()
     assert "line 3: row: is not valid JSON" in lines
     assert "line 4: row: is not a JSON object" in lines
     assert "line 5: row: unknown field(s) 'role'" in lines
+    assert "line 6: hashed_password: must be text" in lines
+    assert "Nothing written: 1 to create, 0 skipped (email exists), 4 invalid, of 5 rows." in (
+        done.stdout
+    )
