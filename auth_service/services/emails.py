@@ -35,3 +35,14 @@ def lookup_email(email: str) -> str:
         return canonical_email(email)
     except errors.InvalidEmail:
         return email.strip().lower()
+
+
+def smtp_address(email: str) -> str:
+    """The address to hand an SMTP server: the domain in ASCII (punycode) when the local
+    part is ASCII, so mail to `ada@bücher.example` needs no SMTPUTF8 support; otherwise
+    (or for a stored address that no longer passes the check) the address unchanged."""
+    try:
+        checked = validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return email
+    return checked.ascii_email or email
