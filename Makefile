@@ -12,7 +12,7 @@ export
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate create-admin test contract contract-deep lint lint-tools format \
+.PHONY: help install run migrate create-admin import-users test contract contract-deep lint lint-tools format \
 	bench up down logs compose-migrate compose-create-admin clean
 
 help: ## List the commands
@@ -36,6 +36,10 @@ migrate: $(STAMP) ## Apply database migrations (local DATABASE_URL, default SQLi
 
 create-admin: $(STAMP) ## Create the first superuser (FIRST_SUPERUSER_EMAIL, password from env or prompt)
 	$(BIN)/python -m auth_service.cli create-admin
+
+import-users: $(STAMP) ## Import users from the monolith: make import-users FILE=users.csv [DRY_RUN=1]
+	@test -n "$(FILE)" || { echo "usage: make import-users FILE=users.csv [DRY_RUN=1]" >&2; exit 2; }
+	$(BIN)/python -m auth_service.cli import-users $(if $(DRY_RUN),--dry-run) "$(FILE)"
 
 test: $(STAMP) ## Run every test (real PostgreSQL/Redis when reachable; CI=true makes skips fail)
 	@scripts/run_tests.sh

@@ -19,6 +19,13 @@ class DomainError(Exception):
         self.detail = detail
         self.field = field
 
+    def field_errors(self) -> list[dict[str, str]] | None:
+        """The problem's `errors` entries: the one field this error is about, if any."""
+        if not self.field:
+            return None
+        message = self.detail or self.problem.problem_title
+        return [{"field": self.field, "code": self.problem.slug, "message": message}]
+
 
 class RegistrationDisabled(DomainError):
     problem = ProblemType.REGISTRATION_DISABLED
@@ -62,6 +69,21 @@ class WrongPassword(DomainError):
 
 class PasswordTooLong(DomainError):
     problem = ProblemType.PASSWORD_TOO_LONG
+
+
+class InvalidEmail(DomainError):
+    """Not an email address: the same 422 as a schema violation of the field."""
+
+    problem = ProblemType.VALIDATION_ERROR
+
+    def __init__(self, *, field: str) -> None:
+        super().__init__(f"Invalid fields: {field}", field=field)
+        self.field_name = field
+
+    def field_errors(self) -> list[dict[str, str]]:
+        """One `format` error, worded like the schema's own (the input is never echoed)."""
+        message = "must be a valid email"
+        return [{"field": self.field_name, "code": "format", "message": message}]
 
 
 class Forbidden(DomainError):

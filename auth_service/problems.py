@@ -78,17 +78,8 @@ def handle_domain_error(
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
-    field_errors = None
-    if ex.field:
-        field_errors = [
-            {
-                "field": ex.field,
-                "code": ex.problem.slug,
-                "message": ex.detail or ex.problem.problem_title,
-            }
-        ]
     raise HTTPProblem(
-        ex.problem, detail=ex.detail, field_errors=field_errors, headers=headers or None
+        ex.problem, detail=ex.detail, field_errors=ex.field_errors(), headers=headers or None
     )
 
 

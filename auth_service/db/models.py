@@ -34,7 +34,7 @@ def _user_fk() -> Mapped[uuid.UUID]:
 
 
 class User(Base):
-    """An account; `email` is stored normalised (trimmed, lower-cased)."""
+    """An account; `email` is stored normalised (trimmed, lower-cased, IDNA domain)."""
 
     __tablename__ = "users"
 

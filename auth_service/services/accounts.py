@@ -18,15 +18,11 @@ from auth_service.security.passwords import (
     PasswordHasher,
     PasswordTooLongError,
 )
+from auth_service.services.emails import canonical_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import LoginThrottler, clear_account
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
-
-
-def normalize_email(email: str) -> str:
-    """Emails are unique case-insensitively: compare and store them trimmed and lower-cased."""
-    return email.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -99,20 +95,27 @@ class AccountService:
         return user
 
     def update_user(self, actor: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
-        """Apply a partial update; flags are admin-only; deactivation ends all sessions."""
+        """Apply a partial update; flags are admin-only; deactivation or demotion ends all
+        sessions."""
         _require_self_or_admin(actor, user_id)
         if ADMIN_ONLY_FIELDS & changes.keys() and not actor.is_superuser:
             raise errors.Forbidden("Only an admin may change is_active or is_superuser.")
+        if "email" in changes:
+            changes = {**changes, "email": canonical_email(changes["email"])}
         revoked: list[str] = []
         try:
             with self._sessions.begin() as db:
                 user = _load_for_update(db, user_id)
+                was_superuser = user.is_superuser
                 if _loses_superuser(user, changes):
                     _keep_one_superuser(db)
                 for name, value in changes.items():
-                    setattr(user, name, normalize_email(value) if name == "email" else value)
+                    setattr(user, name, value)
                 db.flush()
-                if not user.is_active:
+                # SECURITY: access tokens carry the role; a demoted admin's tokens would say
+                # "admin" (and the gateway would forward X-User-Roles: admin) until they
+                # expire, so demotion ends the sessions exactly like deactivation.
+                if not user.is_active or (was_superuser and not user.is_superuser):
                     revoked = revoke_user_sessions(db, user.id)
         except IntegrityError:
             raise errors.EmailTaken("An account with this email already exists.") from None
@@ -162,7 +165,7 @@ class AccountService:
     def _create(self, new: NewUser) -> User:
         user = User(
             id=uuid.uuid4(),
-            email=normalize_email(new.email),
+            email=canonical_email(new.email),
             hashed_password=hash_password(self._hasher, new.password, field="password"),
             full_name=new.full_name,
             is_active=new.is_active,

@@ -17,7 +17,8 @@ from auth_service.db.models import PasswordResetToken, User, utcnow
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services.accounts import hash_password, normalize_email
+from auth_service.services.accounts import hash_password
+from auth_service.services.emails import lookup_email
 from auth_service.services.mailer import Mailer
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import clear_account
@@ -50,7 +51,7 @@ class PasswordResetService:
 
     def request(self, email: str) -> None:
         """Mail a reset link if an active account has this email; otherwise do nothing."""
-        email = normalize_email(email)
+        email = lookup_email(email)
         token = new_token()
         with self._sessions.begin() as db:
             user = db.scalars(

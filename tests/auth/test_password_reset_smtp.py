@@ -209,3 +209,16 @@ def test_using_one_reset_link_spends_the_others(
     stale = api.client.simulate_post(CONFIRM, json={"token": first, "new_password": "other one!"})
     assert_problem(stale, 400, "invalid-reset-token")
     assert api.login("ada@example.com", NEW_PASSWORD).status_code == 200
+
+
+def test_reset_mail_reaches_an_internationalised_domain_without_smtputf8(
+    mailing_api: Api, inbox: tuple[Inbox, int]
+) -> None:
+    # Stored in IDNA normal form (Unicode), requested in punycode, delivered in ASCII.
+    api, (mail, _) = mailing_api, inbox
+    assert api.register("Ada@BÜCHER.example").json["email"] == "ada@bücher.example"
+    request_reset(api, "ada@xn--bcher-kva.example")
+    (recipients, message), *_ = mail.wait_for(1)
+    assert recipients == ["ada@xn--bcher-kva.example"]
+    assert message["To"] == "ada@xn--bcher-kva.example"
+    assert LINK.search(message.get_content())

@@ -11,8 +11,17 @@ import uuid
 
 import pytest
 import redis
+import requests
 from falcon import testing
-from gateway_support import Echo, Minter, free_port, make_ec_key, make_rsa_key, public_pem
+from gateway_support import (
+    Echo,
+    Minter,
+    free_port,
+    gateway_env,
+    make_ec_key,
+    make_rsa_key,
+    public_pem,
+)
 from jose import jwt
 from problem_observer import assert_problem_type, observe
 
@@ -140,6 +149,34 @@ def test_bad_claims(client, echo: Echo, minter: Minter, override):
     assert_refused(
         client.simulate_get(ORDERS, headers=bearer(minter.token(**override))), echo, before
     )
+
+
+AUDIENCE_ARRAYS = [
+    (["billing-api", "authgate-api"], 200),
+    (["authgate-api"], 200),
+    (["billing-api"], 401),
+    ([], 401),
+    (["billing-api", "AUTHGATE-API"], 401),
+]
+
+
+def test_audience_array_through_real_gateway(start_gateway, echo: Echo, minter: Minter):
+    """RFC 7519 §4.1.3: an `aud` array is accepted exactly when ours is among its members."""
+    # NOTE: a gateway of this test's own, stopped at its end: a module-wide one would
+    # fetch the JWKS behind the back of the refetch-counting test below.
+    gateway = start_gateway(gateway_env(echo))
+    for aud, status in AUDIENCE_ARRAYS:
+        before = echo.hits()["echo"]
+        token = minter.token(aud=aud, role="admin")
+        result = requests.get(f"{gateway.url}{ORDERS}", headers=bearer(token), timeout=10)
+        assert result.status_code == status, (aud, result.text)
+        if status == 200:
+            assert dict(result.json()["headers"])["x-user-roles"] == "admin"
+            assert echo.hits()["echo"] == before + 1
+        else:
+            assert result.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+            assert result.headers["Content-Type"] == "application/problem+json"
+            assert echo.hits()["echo"] == before
 
 
 @pytest.mark.parametrize("garbage", ["abc", "a.b.c", "e30.e30.", "x" * 5000])
