@@ -14,6 +14,8 @@ from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM_RE = re.compile(r"\{[^/{}]+\}")
+# A spec-routed request whose method the spec does not declare for its path.
+_UNDECLARED = "undeclared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,8 @@ class Decision:
     rate: Rate | None
     policy: str  # rate-limit bucket name: "default", "auth:<operationId>", or the literal rate
     fail_open: bool
+    # The methods the spec declares for the path, when the request's is not one of them.
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,12 @@ class RouteTable:
             return None
         lookup_method = "GET" if method == "HEAD" else method
         access = self._token_policy(route, lookup_method, path)
+        if access == _UNDECLARED:
+            allow = self._allowed(path)
+            if allow:
+                return Decision(route.prefix, route.upstream, "required", None, "", True, allow)
+            # SECURITY: anything the spec does not declare public needs a token.
+            access = "required"
         policy = route.rate_limit
         rate, fail_open = self._policies[policy]
         if policy == "default":
@@ -139,8 +149,18 @@ class RouteTable:
                 if op.public:
                     return "none"
                 return "optional" if op.optional else "required"
-        # SECURITY: anything the spec does not declare public needs a token.
-        return "required"
+        return _UNDECLARED
+
+    def _allowed(self, path: str) -> tuple[str, ...]:
+        """The methods the spec declares for this path (HEAD wherever GET is)."""
+        methods = [
+            method
+            for method, ops in self._by_method.items()
+            if any(op.pattern.match(path) for op in ops)
+        ]
+        if "GET" in methods:
+            methods.append("HEAD")
+        return tuple(methods)
 
     def _sensitive_operation(self, route: RouteConfig, method: str, path: str) -> str | None:
         if route.auth != "spec":
