@@ -73,7 +73,12 @@ class Exchange:
                 _shut(sock)
 
     def expire(self) -> None:
-        """The deadline passed: unblock any read on the socket and drop the connection."""
+        """The deadline passed: unblock any read on the socket and drop the connection.
+
+        NOTE: urllib3 pools a connection as the last body byte is read, a moment before the
+        proxy calls `finish`; a deadline landing in that moment shuts a pooled socket, and
+        the next exchange on it fails as a dropped connection (retried when idempotent).
+        """
         with self.lock:
             if self.finished:
                 return
