@@ -195,13 +195,21 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
+class ExactTargetAdapter(HTTPAdapter):
+    """An HTTPAdapter whose pools send the current exchange's target verbatim."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """As HTTPAdapter's, with our pool classes (the documented way to customise them)."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 def upstream_session(base_url: str, pool_size: int, verify: bool | str) -> requests.Session:
     """The session for one upstream: a keep-alive pool of `pool_size` connections."""
     session = plain_session(verify)
     session.max_redirects = 0
     # NOTE: max_retries=0: a retry is the proxy's decision (idempotent methods only).
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    adapter = ExactTargetAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
     session.mount(base_url, adapter)
     return session
 
