@@ -76,8 +76,8 @@ def shared_settings() -> dict[str, Any]:
         # services (and e2e tests) on one host would fight over it, and nothing uses it.
         "control_socket_disable": True,
         # NOTE: gunicorn always writes "Server: gunicorn" (no setting turns it off in 27.x,
-        # and an app's Server header is sent in addition, not instead);
-        # gateway_service/wsgi.py replaces the name gunicorn uses, once per worker.
+        # and an app's Server header is sent in addition, not instead); the worker class
+        # (gunicorn_worker.py) replaces the name gunicorn uses, once per worker.
         "on_starting": on_starting,
         "when_ready": when_ready,
         "child_exit": child_exit,

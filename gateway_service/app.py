@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from typing import Any
 
 import falcon
@@ -18,12 +17,13 @@ from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
-from gateway_service.proxy import ProxySink, Upstream, upstream_tls
+from gateway_service.proxy import ProxySink, Upstream
 from gateway_service.ratelimit import MemoryStore, RedisStore, Store
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
 from gateway_service.tracing import INSTRUMENTATION_NAME, UpstreamTracing
+from gateway_service.upstream import plain_session
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,8 @@ def create_app(
     table = RouteTable(settings, spec)
     metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
     names = _upstream_names(settings, table)
-    tls = upstream_tls(settings, table.upstreams)
     upstreams = {
-        url: Upstream(url, settings, name=names[url], metrics=metrics, tls=tls)
-        for url in table.upstreams
+        url: Upstream(url, settings, name=names[url], metrics=metrics) for url in table.upstreams
     }
     keys_session = _own_session()
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
@@ -91,21 +89,9 @@ def create_app(
     return app
 
 
-class _RefuseCookies(DefaultCookiePolicy):
-    """A shared session must never keep one response's cookies for the next request."""
-
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        """Refuse every cookie."""
-        return False
-
-
 def _own_session() -> requests.Session:
     """The session for the gateway's own calls (JWKS, readiness): no env proxies or cookies."""
-    session = requests.Session()
-    session.trust_env = False
-    session.headers.clear()
-    policy: CookiePolicy = _RefuseCookies()
-    session.cookies.set_policy(policy)
+    session = plain_session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -17,6 +17,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 _PARAM_RE = re.compile(r"\{[^/{}]+\}")
 # What the gateway checks for each reading of an operation's `security`.
 _TOKEN_POLICY = {Access.PUBLIC: "none", Access.OPTIONAL: "optional", Access.REQUIRED: "required"}
+# A spec-routed request whose method the spec does not declare for its path.
+_UNDECLARED = "undeclared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class Decision:
     rate: Rate | None
     policy: str  # rate-limit bucket name: "default", "auth:<operationId>", or the literal rate
     fail_open: bool
+    # The methods the spec declares for the path, when the request's is not one of them.
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,12 @@ class RouteTable:
             return None
         lookup_method = "GET" if method == "HEAD" else method
         access = self._token_policy(route, lookup_method, path)
+        if access == _UNDECLARED:
+            allow = self._allowed(path)
+            if allow:
+                return Decision(route.prefix, route.upstream, "required", None, "", True, allow)
+            # SECURITY: anything the spec does not declare public needs a token.
+            access = "required"
         policy = route.rate_limit
         rate, fail_open = self._policies[policy]
         if policy == "default":
@@ -136,8 +146,18 @@ class RouteTable:
         for op in self._by_method.get(method, ()):
             if op.pattern.match(path):
                 return _TOKEN_POLICY[op.access]
-        # SECURITY: anything the spec does not declare public needs a token.
-        return "required"
+        return _UNDECLARED
+
+    def _allowed(self, path: str) -> tuple[str, ...]:
+        """The methods the spec declares for this path (HEAD wherever GET is)."""
+        methods = [
+            method
+            for method, ops in self._by_method.items()
+            if any(op.pattern.match(path) for op in ops)
+        ]
+        if "GET" in methods:
+            methods.append("HEAD")
+        return tuple(methods)
 
     def _sensitive_operation(self, route: RouteConfig, method: str, path: str) -> str | None:
         if route.auth != "spec":

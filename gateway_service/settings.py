@@ -135,6 +135,7 @@ class Settings:
     spec_path: Path = DEFAULT_SPEC_PATH
     connect_timeout: float = 2.0
     read_timeout: float = 30.0
+    request_deadline: float = 60.0
     max_body_bytes: int = 1024 * 1024
     upstream_retries: int = 1
     upstream_ca_file: Path | None = None
@@ -228,6 +229,9 @@ class Settings:
             spec_path=Path(env.text("GATEWAY_OPENAPI_PATH", str(d.spec_path))),
             connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", d.connect_timeout, minimum=0.01),
             read_timeout=env.number("GATEWAY_READ_TIMEOUT", d.read_timeout, minimum=0.01),
+            request_deadline=env.number(
+                "GATEWAY_REQUEST_DEADLINE_SECONDS", d.request_deadline, minimum=0.01
+            ),
             max_body_bytes=env.integer(
                 "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=0, maximum=1 << 34
             ),

@@ -12,6 +12,7 @@ import socketserver
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -263,6 +264,32 @@ class RawUpstream(socketserver.ThreadingTCPServer):
         """Its base URL."""
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def answer(self, sock: socket.socket) -> None:
+        """Send the whole answer at once."""
+        if self.response:
+            sock.sendall(self.response)
+
+
+class DripUpstream(RawUpstream):
+    """A RawUpstream that sends its answer one byte every `interval` seconds.
+
+    `dropped` is set once the peer has closed the connection on it mid-answer.
+    """
+
+    def __init__(self, response: bytes, interval: float) -> None:
+        self.interval = interval
+        self.dropped = threading.Event()
+        super().__init__(response)
+
+    def answer(self, sock: socket.socket) -> None:
+        """Trickle the answer; stop when the peer goes away."""
+        try:
+            for byte in self.response:
+                sock.sendall(bytes([byte]))
+                time.sleep(self.interval)
+        except OSError:
+            self.dropped.set()
+
 
 class TlsRawUpstream(RawUpstream):
     """A RawUpstream behind TLS with the given server context."""
@@ -319,5 +346,4 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 return
             data += chunk
         self.server.requests.append(data)
-        if self.server.response:
-            self.request.sendall(self.server.response)
+        self.server.answer(self.request)
