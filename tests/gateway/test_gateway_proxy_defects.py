@@ -101,15 +101,15 @@ def test_announced_length_is_the_framed_one(gateway: Gateway):
 @pytest.mark.parametrize("name", ["long-cl", "unicode-cl", "gzip-te"])
 def test_unusable_length_or_coding_is_502(gateway: Gateway, name: str):
     resp = get(gateway, name)
-    assert_problem(resp, 502, "upstream_failed")
+    assert_problem(resp, 502, "upstream-failed")
 
 
 def test_control_byte_in_header_is_502_and_counts_against_the_breaker(gateway: Gateway):
     for _ in range(BREAKER_FAILURES):
         resp = get(gateway, "control-byte")
-        assert_problem(resp, 502, "upstream_failed")
+        assert_problem(resp, 502, "upstream-failed")
         assert "X-Odd" not in resp.headers
-    assert_problem(get(gateway, "control-byte"), 503, "upstream_unavailable")
+    assert_problem(get(gateway, "control-byte"), 503, "upstream-unavailable")
 
 
 def test_early_answer_to_a_large_upload_is_relayed(
@@ -135,7 +135,7 @@ def test_trickling_upstream_meets_the_total_deadline(
     assert isinstance(server, DripUpstream)
     # A byte every 0.5 s never trips the 2 s read timeout; the 2 s deadline must.
     resp = get(gateway, "drip")
-    assert_problem(resp, 504, "upstream_timeout")
+    assert_problem(resp, 504, "upstream-timeout")
     assert server.dropped.wait(timeout=10), "the upstream connection was kept open"
 
 
@@ -186,7 +186,7 @@ def test_undeclared_method_is_405_before_any_token_check(
     resp = requests.request(
         method, f"{gateway.url}{path}", headers={"Authorization": "Bearer junk"}, timeout=10
     )
-    assert_problem(resp, 405, "method_not_allowed")
+    assert_problem(resp, 405, "method-not-allowed")
     assert {m.strip() for m in resp.headers["Allow"].split(",")} == allow
     assert "WWW-Authenticate" not in resp.headers
     assert echo.hits() == before
