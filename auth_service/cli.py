@@ -1,11 +1,14 @@
-"""Operator commands: `migrate` and `create-admin` (python -m auth_service.cli --help)."""
+"""Operator commands: `migrate`, `create-admin`, `send-mail` (python -m auth_service.cli --help)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
+import signal
 import sys
+import uuid
 
 from sqlalchemy.engine import make_url
 
@@ -28,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         help="create the first superuser from FIRST_SUPERUSER_EMAIL and "
         "FIRST_SUPERUSER_PASSWORD (prompted for when unset); does nothing if it exists",
     )
+    send = commands.add_parser(
+        "send-mail",
+        help="deliver the mail outbox once, printing progress (--forever: keep delivering)",
+    )
+    send.add_argument(
+        "--forever",
+        action="store_true",
+        help="keep delivering (every MAIL_POLL_SECONDS) until SIGTERM or Ctrl-C",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -36,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         return migrate(settings)
+    if args.command == "send-mail":
+        return send_mail(settings, forever=args.forever)
     return create_admin(settings)
 
 
@@ -84,6 +98,35 @@ def create_admin(settings: Settings) -> int:
     else:
         print(f"A user {normalize_email(email)} already exists; nothing changed.")
     return 0
+
+
+def send_mail(settings: Settings, *, forever: bool) -> int:
+    """Deliver the outbox from this process, beside or instead of the workers' senders."""
+    from auth_service.app import build_services
+
+    services = build_services(settings)
+    sender = services.mail_sender
+    try:
+        if forever:
+            print("Delivering the mail outbox until stopped (SIGTERM or Ctrl-C) ...", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sender.stop())
+            with contextlib.suppress(KeyboardInterrupt):
+                sender.run()
+            return 0
+        report = sender.drain(progress=_print_delivery)
+        backlog = sender.backlog()
+    finally:
+        services.engine.dispose()
+    pending = "unknown" if backlog is None else str(backlog.mail)
+    print(
+        f"Done: {report.prepared} reset request(s) became mail; sent {report.sent}, "
+        f"to retry {report.retry}, failed for good {report.failed}; still pending: {pending}."
+    )
+    return 0
+
+
+def _print_delivery(row_id: uuid.UUID, outcome: str) -> None:
+    print(f"mail {row_id}: {outcome}", flush=True)
 
 
 def _prompt_password() -> str | None:

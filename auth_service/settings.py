@@ -51,6 +51,11 @@ class Settings:
     smtp_starttls: bool = False
     password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105 - a URL
     password_reset_token_expire_minutes: int = 30
+    mail_retry_base_seconds: int = 10
+    mail_retry_max_seconds: int = 3600
+    mail_max_attempts: int = 12
+    mail_poll_seconds: int = 5
+    mail_sender_in_process: bool = True
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     trusted_proxies: tuple[str, ...] = ()
@@ -108,6 +113,15 @@ class Settings:
             password_reset_token_expire_minutes=read.integer(
                 "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES", 30, minimum=1, maximum=24 * 60
             ),
+            mail_retry_base_seconds=read.integer(
+                "MAIL_RETRY_BASE_SECONDS", 10, minimum=1, maximum=3600
+            ),
+            mail_retry_max_seconds=read.integer(
+                "MAIL_RETRY_MAX_SECONDS", 3600, minimum=1, maximum=86400
+            ),
+            mail_max_attempts=read.integer("MAIL_MAX_ATTEMPTS", 12, minimum=1, maximum=100),
+            mail_poll_seconds=read.integer("MAIL_POLL_SECONDS", 5, minimum=1, maximum=3600),
+            mail_sender_in_process=read.boolean("MAIL_SENDER_IN_PROCESS", True),
             login_max_failures=read.integer("LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
             login_lockout_seconds=read.integer(
                 "LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86400

@@ -16,7 +16,7 @@ import sqlalchemy
 from auth_api import Api
 from falcon import testing
 
-from auth_service.app import create_app
+from auth_service.app import create_service
 from auth_service.db.migrations import upgrade
 from auth_service.db.models import Base
 from auth_service.settings import DEFAULT_SPEC_PATH, Settings
@@ -85,17 +85,24 @@ AppFactory = Callable[..., testing.TestClient]
 
 @pytest.fixture
 def make_client(settings: Settings, contract: Contract) -> Iterator[AppFactory]:
-    """Build a client for an app with some settings changed (engines disposed afterwards)."""
-    apps = []
+    """Build a client for an app with some settings changed.
+
+    Each app's mail sender runs in a thread, as in a gunicorn worker, and is stopped
+    afterwards: a sender outliving its test would deliver the next test's mail.
+    """
+    senders = []
 
     def build(mailer: Any = None, **overrides: Any) -> testing.TestClient:
-        app = create_app(
-            dataclasses.replace(settings, **overrides), mailer=mailer, contract=contract
-        )
-        apps.append(app)
-        return testing.TestClient(app)
+        changed = dataclasses.replace(settings, **overrides)
+        service = create_service(changed, mailer=mailer, contract=contract)
+        if changed.mail_sender_in_process:
+            service.mail_sender.start()
+            senders.append(service.mail_sender)
+        return testing.TestClient(service.app)
 
     yield build
+    for sender in senders:
+        sender.stop()
 
 
 @pytest.fixture
