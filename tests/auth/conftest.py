@@ -15,6 +15,8 @@ import pytest
 import sqlalchemy
 from auth_api import Api
 from falcon import testing
+from process_support import free_port
+from smtp_inbox import Inbox, smtp_server
 
 from auth_service.app import create_service
 from auth_service.db.migrations import upgrade
@@ -115,3 +117,11 @@ def client(make_client: AppFactory) -> testing.TestClient:
 def api(client: testing.TestClient) -> Api:
     """API helpers over the default client."""
     return Api(client)
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free port: what it received, and its port."""
+    port = free_port()
+    with smtp_server(port) as handler:
+        yield handler, port

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,13 +35,6 @@ from auth_service.db.models import MailOutbox, PasswordResetRequest, PasswordRes
 RESET = "/api/v1/auth/password-reset"
 CONFIRM = "/api/v1/auth/password-reset/confirm"
 NEW_PASSWORD = "a brand new passphrase"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    port = free_port()
-    with smtp_server(port) as handler:
-        yield handler, port
 
 
 @pytest.fixture
