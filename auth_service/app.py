@@ -49,6 +49,7 @@ class Services:
     """The domain services of one process, for the app and for the CLI."""
 
     engine: Engine
+    mail_engine: Engine
     key_ring: KeyRing
     accounts: AccountService
     sessions: SessionService
@@ -70,6 +71,12 @@ def build_services(
     if tracer_provider is not None:
         trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)
+    # SECURITY: a mail waits in the outbox with its reset link in clear until it is sent;
+    # what writes or reads the outbox runs on an engine that never logs its parameters.
+    mail_engine = make_engine(settings.database_url, hide_parameters=True)
+    if tracer_provider is not None:
+        trace_engine(mail_engine, tracer_provider)
+    mail_db = make_sessionmaker(mail_engine)
     hasher = PasswordHasher(settings.bcrypt_rounds)
     key_ring = KeyRing.load(
         settings.jwt_algorithm,
@@ -97,6 +104,7 @@ def build_services(
         db,
         hasher,
         revocations,
+        mail_sessions=mail_db,
         reset_url=settings.password_reset_url,
         token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
         doorbell=doorbell,
@@ -104,6 +112,7 @@ def build_services(
 
     return Services(
         engine=engine,
+        mail_engine=mail_engine,
         key_ring=key_ring,
         accounts=AccountService(
             db,
@@ -117,7 +126,7 @@ def build_services(
         password_resets=password_resets,
         revocations=revocations,
         mail_sender=MailSender(
-            db,
+            mail_db,
             mailer or make_mailer(settings),
             RetryPolicy(
                 base_seconds=settings.mail_retry_base_seconds,

@@ -116,6 +116,7 @@ def send_mail(settings: Settings, *, forever: bool) -> int:
         report = sender.drain(progress=_print_delivery)
         backlog = sender.backlog()
     finally:
+        services.mail_engine.dispose()
         services.engine.dispose()
     pending = "unknown" if backlog is None else str(backlog.mail)
     print(

@@ -33,6 +33,7 @@ class PasswordResetService:
         hasher: PasswordHasher,
         revocations: RevocationList,
         *,
+        mail_sessions: sessionmaker[DbSession],
         reset_url: str,
         token_ttl: timedelta,
         doorbell: threading.Event | None = None,
@@ -40,6 +41,8 @@ class PasswordResetService:
         self._sessions = sessions
         self._hasher = hasher
         self._revocations = revocations
+        # Resolving requests writes links into the outbox: see build_services.
+        self._mail_sessions = mail_sessions
         self._reset_url = reset_url
         self._token_ttl = token_ttl
         self._doorbell = doorbell or threading.Event()
@@ -62,7 +65,7 @@ class PasswordResetService:
         return resolved
 
     def _queued(self) -> list[uuid.UUID]:
-        with self._sessions() as db:
+        with self._mail_sessions() as db:
             return list(
                 db.scalars(
                     select(PasswordResetRequest.id)
@@ -99,7 +102,7 @@ class PasswordResetService:
 
     def _process(self, request_id: uuid.UUID) -> bool:
         """Resolve one request; the token and its mail commit together or not at all."""
-        with self._sessions.begin() as db:
+        with self._mail_sessions.begin() as db:
             email = db.scalar(
                 select(PasswordResetRequest.email).where(PasswordResetRequest.id == request_id)
             )
