@@ -14,7 +14,7 @@ import smtplib
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # NOTE: a claim holds a row this long. It must outlast one delivery (SmtpMailer's socket
 # timeout is 10 s); a sender that dies mid-delivery leaves the row due again after it.
 CLAIM_LEASE = timedelta(seconds=60)
-BATCH = 50
+# Due rows read per claim: enough that senders racing for the oldest still find one.
+CANDIDATES = 20
 DELIVERY_OUTCOMES = ("sent", "retry", "failed")
 
 
@@ -73,7 +74,10 @@ class DrainReport:
     sent: int = 0
     retry: int = 0
     failed: int = 0
-    outcomes: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        """Count one delivery attempt (one of DELIVERY_OUTCOMES)."""
+        setattr(self, outcome, getattr(self, outcome) + 1)
 
 
 @dataclass(frozen=True)
@@ -104,21 +108,23 @@ class MailSender:
         self._producers = producers
         self._events = events
         self._poll_seconds = poll_seconds
-        self.doorbell = doorbell or threading.Event()
+        self._doorbell = doorbell or threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def drain(self, progress: Callable[[uuid.UUID, str], None] | None = None) -> DrainReport:
-        """Run the producers, then attempt every due mail once; `progress` hears each."""
+        """Run the producers, then attempt every due mail once; `progress` hears each.
+
+        A `stop` ends it after the delivery in hand (the rest stays due for the next sender).
+        """
         report = DrainReport()
         for produce in self._producers:
             report.prepared += produce()
-        while claimed := self._claim_due():
-            for row_id in claimed:
-                outcome = self._deliver(row_id)
-                setattr(report, outcome, getattr(report, outcome) + 1)
-                if progress is not None:
-                    progress(row_id, outcome)
+        while not self._stopping.is_set() and (row_id := self._claim_next()) is not None:
+            outcome = self._deliver(row_id)
+            report.count(outcome)
+            if progress is not None:
+                progress(row_id, outcome)
         return report
 
     def backlog(self) -> Backlog | None:
@@ -144,7 +150,7 @@ class MailSender:
     def stop(self, timeout: float = 15.0) -> None:
         """Ask the thread to finish its current delivery and end; wait for it."""
         self._stopping.set()
-        self.doorbell.set()
+        self._doorbell.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -158,20 +164,22 @@ class MailSender:
                 log.warning("mail outbox: database unavailable (%s)", type(ex).__name__)
             except Exception:
                 log.exception("mail outbox: drain failed")
-            self.doorbell.wait(self._poll_seconds)
-            self.doorbell.clear()
+            self._doorbell.wait(self._poll_seconds)
+            self._doorbell.clear()
 
-    def _claim_due(self) -> list[uuid.UUID]:
-        """Claim up to BATCH due rows for this sender: each claim is won by one sender."""
+    def _claim_next(self) -> uuid.UUID | None:
+        """Claim the most overdue row another sender does not hold; None when none is due."""
         now = utcnow()
         with self._sessions() as db:
             due = db.scalars(
                 select(MailOutbox.id)
                 .where(MailOutbox.next_attempt_at <= now)
                 .order_by(MailOutbox.next_attempt_at)
-                .limit(BATCH)
+                .limit(CANDIDATES)
             ).all()
-        return [row_id for row_id in due if self._claim(row_id, now)]
+        # NOTE: one row at a time, so a stop leaves nothing claimed but the mail in hand,
+        # and senders running side by side share the backlog instead of batching it.
+        return next((row_id for row_id in due if self._claim(row_id, now)), None)
 
     def _claim(self, row_id: uuid.UUID, now: datetime) -> bool:
         # SECURITY: the WHERE re-checks that the row is still due, so of two senders racing
