@@ -119,7 +119,9 @@ class PasswordResetRequest(Base):
     __tablename__ = "password_reset_requests"
 
     id: Mapped[uuid_pk]
-    email: Mapped[str] = mapped_column(String(254))
+    # NOTE: unbounded: lower-casing can lengthen a 254-character address (e.g. "İ"), and
+    # an unknown email must never fail here where a known one would not.
+    email: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 

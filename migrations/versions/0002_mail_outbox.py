@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "password_reset_requests",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_password_reset_requests"),
     )
