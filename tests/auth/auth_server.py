@@ -46,13 +46,21 @@ def fresh_connection(
         return session.request(method, url, headers=headers, timeout=10, **kwargs)
 
 
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m auth_service.cli ARGS` with `env` and none of the shell's own settings."""
+CLI = [process_support.PYTHON, "-m", "auth_service.cli"]
+
+
+def cli_env(**env: str) -> dict[str, str]:
+    """The environment for the CLI: `env`, and none of the shell's own settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_SETTINGS)}
+    return {**clean, "BCRYPT_ROUNDS": "4", **env}
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m auth_service.cli ARGS` run to its end, with `cli_env(**env)`."""
     return subprocess.run(
-        [process_support.PYTHON, "-m", "auth_service.cli", *args],
+        [*CLI, *args],
         cwd=process_support.REPO,
-        env={**clean, "BCRYPT_ROUNDS": "4", **env},
+        env=cli_env(**env),
         capture_output=True,
         text=True,
         timeout=120,

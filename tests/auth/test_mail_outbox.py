@@ -7,6 +7,8 @@ gunicorn workers) against a real SMTP server (aiosmtpd), on PostgreSQL and SQLit
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +20,9 @@ from typing import Any
 import pytest
 import sqlalchemy
 from auth_api import Api
-from auth_server import fresh_connection, run_cli, running_auth_service
+from auth_server import CLI, cli_env, fresh_connection, run_cli, running_auth_service
 from authcheck import ago, execute, rows
-from process_support import free_port
+from process_support import REPO, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from smtp_inbox import Inbox
 
@@ -224,3 +226,41 @@ def test_backlog_metric_counts_pending_mail_once_under_two_workers(
             assert metric(text, "authgate_mail_outbox_backlog") == 3
             assert metric(text, "authgate_password_reset_requests_backlog") == 0
             assert metric(text, "authgate_mail_deliveries_total", outcome="sent") == 0
+
+
+@pytest.mark.slow
+def test_send_mail_forever_delivers_until_sigterm(
+    sessions: Any, inbox: tuple[Inbox, int], database_url: str, tmp_path: Path
+) -> None:
+    mail, port = inbox
+    env = cli_env(
+        DATABASE_URL=database_url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(port),
+        MAIL_POLL_SECONDS="1",
+        AUTHGATE_VAR_DIR=str(tmp_path / "var"),
+    )
+    with subprocess.Popen(
+        [*CLI, "send-mail", "--forever"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as sender:
+        try:
+            (first,) = enqueue_mails(sessions, 1)
+            assert [tos for tos, _ in mail.wait_for(1, timeout=30)] == [[first]]
+            # Enqueued after that delivery: only a later poll of the same process finds it.
+            with sessions.begin() as db:
+                outbox.enqueue(db, to="later@example.com", subject="Later", body="again")
+            assert [tos for tos, _ in mail.wait_for(2, timeout=30)] == [
+                [first],
+                ["later@example.com"],
+            ]
+            assert [row.attempts for row in until_sent(database_url)] == [1, 1]
+        finally:
+            sender.send_signal(signal.SIGTERM)
+            output, _ = sender.communicate(timeout=30)
+    assert sender.returncode == 0, output
+    assert "Delivering the mail outbox until stopped" in output
