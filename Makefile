@@ -68,9 +68,10 @@ format: $(STAMP) ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Print the performance ratios (validation overhead, login vs bcrypt bound)
+bench: $(STAMP) ## Print the performance ratios (validation overhead, login vs bcrypt bound, reset timing)
 	$(BIN)/python bench/validation_overhead.py
 	$(BIN)/python bench/login_throughput.py
+	$(BIN)/python bench/password_reset_timing.py
 
 up: ## Start postgres, redis, auth and gateway with docker compose (gateway on :8000)
 	docker compose up --build -d

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
+from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationList
 from auth_service.services.sessions import (
@@ -49,11 +51,13 @@ class Services:
     """The domain services of one process, for the app and for the CLI."""
 
     engine: Engine
+    mail_engine: Engine
     key_ring: KeyRing
     accounts: AccountService
     sessions: SessionService
     password_resets: PasswordResetService
     revocations: RevocationList
+    mail_sender: MailSender
 
 
 def build_services(
@@ -61,6 +65,7 @@ def build_services(
     *,
     mailer: Mailer | None = None,
     session_events: SessionEvents | None = None,
+    mail_events: DeliveryEvents | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> Services:
     """Open the pool, load the keys and build the services (once per process)."""
@@ -68,6 +73,12 @@ def build_services(
     if tracer_provider is not None:
         trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)
+    # SECURITY: a mail waits in the outbox with its reset link in clear until it is sent;
+    # what writes or reads the outbox runs on an engine that never logs its parameters.
+    mail_engine = make_engine(settings.database_url, hide_parameters=True)
+    if tracer_provider is not None:
+        trace_engine(mail_engine, tracer_provider)
+    mail_db = make_sessionmaker(mail_engine)
     hasher = PasswordHasher(settings.bcrypt_rounds)
     key_ring = KeyRing.load(
         settings.jwt_algorithm,
@@ -91,9 +102,21 @@ def build_services(
             settings.login_max_failures_per_account, settings.login_account_window_seconds
         ),
     )
+    # NOTE: a reset request rings it, so this process's sender resolves it at once.
+    doorbell = threading.Event()
+    password_resets = PasswordResetService(
+        db,
+        hasher,
+        revocations,
+        mail_sessions=mail_db,
+        reset_url=settings.password_reset_url,
+        token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
+        doorbell=doorbell,
+    )
 
     return Services(
         engine=engine,
+        mail_engine=mail_engine,
         key_ring=key_ring,
         accounts=AccountService(
             db,
@@ -105,15 +128,21 @@ def build_services(
         sessions=SessionService(
             db, hasher, key_ring, policy, revocations, throttler, events=session_events
         ),
-        password_resets=PasswordResetService(
-            db,
-            hasher,
-            mailer or make_mailer(settings),
-            revocations,
-            reset_url=settings.password_reset_url,
-            token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
-        ),
+        password_resets=password_resets,
         revocations=revocations,
+        mail_sender=MailSender(
+            mail_db,
+            mailer or make_mailer(settings),
+            RetryPolicy(
+                base_seconds=settings.mail_retry_base_seconds,
+                max_seconds=settings.mail_retry_max_seconds,
+                max_attempts=settings.mail_max_attempts,
+            ),
+            producers=[password_resets.process_requests],
+            events=mail_events,
+            poll_seconds=settings.mail_poll_seconds,
+            doorbell=doorbell,
+        ),
     )
 
 
@@ -131,6 +160,14 @@ def make_mailer(settings: Settings) -> Mailer:
     )
 
 
+@dataclass(frozen=True)
+class AuthService:
+    """The WSGI app and the mail sender that runs beside it (started by the caller)."""
+
+    app: falcon.App[falcon.Request, falcon.Response]
+    mail_sender: MailSender
+
+
 def create_app(
     settings: Settings,
     *,
@@ -138,11 +175,25 @@ def create_app(
     contract: Contract | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> falcon.App[AuthRequest, falcon.Response]:
+    """Build the auth service's WSGI app (its mail sender is not started)."""
+    return create_service(
+        settings, mailer=mailer, contract=contract, tracer_provider=tracer_provider
+    ).app
+
+
+def create_service(
+    settings: Settings,
+    *,
+    mailer: Mailer | None = None,
+    contract: Contract | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> AuthService:
     """Build the auth service's WSGI app; refuses to start if spec and responders drift.
 
     Tests pass an already loaded `contract`: validating the spec takes about a second.
     Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
-    is set; otherwise no tracing code runs at all.
+    is set; otherwise no tracing code runs at all. The mail sender is returned unstarted:
+    threads belong in the process that serves (a gunicorn worker), not where apps are built.
     """
     contract = contract or Contract.from_file(settings.spec_path)
     if tracer_provider is None:
@@ -151,8 +202,13 @@ def create_app(
         )
     metrics = Metrics(settings.prometheus_multiproc_dir)
     services = build_services(
-        settings, mailer=mailer, session_events=metrics, tracer_provider=tracer_provider
+        settings,
+        mailer=mailer,
+        session_events=metrics,
+        mail_events=metrics,
+        tracer_provider=tracer_provider,
     )
+    metrics.watch_backlog(services.mail_sender.backlog)
     middleware: list[Any] = []
     if tracer_provider is not None:
         # First, so its span is current for everything after it and ends last.
@@ -200,7 +256,7 @@ def create_app(
         ],
     )
     app.add_route(ASSETS_ROUTE, DocsAssets())
-    return app
+    return AuthService(app=app, mail_sender=services.mail_sender)
 
 
 def _database_ready(engine: Engine) -> bool:

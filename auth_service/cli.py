@@ -1,12 +1,15 @@
-"""Operator commands: `migrate`, `create-admin` and `import-users`
+"""Operator commands: `migrate`, `create-admin`, `import-users` and `send-mail`
 (python -m auth_service.cli --help)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
+import signal
 import sys
+import uuid
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -60,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=FORMATS,
         help="the file's format (default: from the extension, else from the content)",
     )
+    send = commands.add_parser(
+        "send-mail",
+        help="deliver the mail outbox once, printing progress (--forever: keep delivering)",
+    )
+    send.add_argument(
+        "--forever",
+        action="store_true",
+        help="keep delivering (every MAIL_POLL_SECONDS) until SIGTERM or Ctrl-C",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -70,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return migrate(settings)
     if args.command == "import-users":
         return import_users_from(settings, args.file, dry_run=args.dry_run, file_format=args.format)
+    if args.command == "send-mail":
+        return send_mail(settings, forever=args.forever)
     return create_admin(settings)
 
 
@@ -168,6 +182,36 @@ def _summary(plan: ImportPlan, created: int, skipped: int, *, dry_run: bool) -> 
 
 def _print_progress(done: int, total: int) -> None:
     print(f"  written {done} of {total} users", flush=True)
+
+
+def send_mail(settings: Settings, *, forever: bool) -> int:
+    """Deliver the outbox from this process, beside or instead of the workers' senders."""
+    from auth_service.app import build_services
+
+    services = build_services(settings)
+    sender = services.mail_sender
+    try:
+        if forever:
+            print("Delivering the mail outbox until stopped (SIGTERM or Ctrl-C) ...", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sender.stop())
+            with contextlib.suppress(KeyboardInterrupt):
+                sender.run()
+            return 0
+        report = sender.drain(progress=_print_delivery)
+        backlog = sender.backlog()
+    finally:
+        services.mail_engine.dispose()
+        services.engine.dispose()
+    pending = "unknown" if backlog is None else str(backlog.mail)
+    print(
+        f"Done: {report.prepared} reset request(s) became mail; sent {report.sent}, "
+        f"to retry {report.retry}, failed for good {report.failed}; still pending: {pending}."
+    )
+    return 0
+
+
+def _print_delivery(row_id: uuid.UUID, outcome: str) -> None:
+    print(f"mail {row_id}: {outcome}", flush=True)
 
 
 def _prompt_password() -> str | None:

@@ -51,6 +51,11 @@ class Settings:
     smtp_starttls: bool = False
     password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105 - a URL
     password_reset_token_expire_minutes: int = 30
+    mail_retry_base_seconds: int = 10
+    mail_retry_max_seconds: int = 3600
+    mail_max_attempts: int = 12
+    mail_poll_seconds: int = 5
+    mail_sender_in_process: bool = True
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
     login_max_failures_per_account: int = 100
@@ -118,6 +123,19 @@ class Settings:
             login_max_failures=read.integer(
                 "LOGIN_MAX_FAILURES", d.login_max_failures, minimum=1, maximum=1000
             ),
+            mail_retry_base_seconds=read.integer(
+                "MAIL_RETRY_BASE_SECONDS", d.mail_retry_base_seconds, minimum=1, maximum=3600
+            ),
+            mail_retry_max_seconds=read.integer(
+                "MAIL_RETRY_MAX_SECONDS", d.mail_retry_max_seconds, minimum=1, maximum=86400
+            ),
+            mail_max_attempts=read.integer(
+                "MAIL_MAX_ATTEMPTS", d.mail_max_attempts, minimum=1, maximum=100
+            ),
+            mail_poll_seconds=read.integer(
+                "MAIL_POLL_SECONDS", d.mail_poll_seconds, minimum=1, maximum=3600
+            ),
+            mail_sender_in_process=read.boolean("MAIL_SENDER_IN_PROCESS", d.mail_sender_in_process),
             login_lockout_seconds=read.integer(
                 "LOGIN_LOCKOUT_SECONDS", d.login_lockout_seconds, minimum=1, maximum=86400
             ),

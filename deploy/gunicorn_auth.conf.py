@@ -25,3 +25,15 @@ bind = [f"{ENV.text('AUTH_HOST', '127.0.0.1')}:{_port}"]
 # Login is bcrypt-bound (CPU, releases the GIL), so threads overlap database and
 # Redis I/O while bcrypt runs; WEB_CONCURRENCY processes use the cores.
 threads = ENV.integer("AUTH_THREADS", 4, minimum=1, maximum=1024)
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Let this worker's mail sender finish the delivery in hand before the process ends.
+
+    NOTE: stopped abruptly mid-delivery, a mail may be sent but not marked sent, and go out
+    again once its claim lapses; a clean stop takes at most one SMTP exchange (10 s), below
+    graceful_timeout.
+    """
+    wsgi = sys.modules.get("auth_service.wsgi")
+    if wsgi is not None:
+        wsgi.service.mail_sender.stop()

@@ -1,10 +1,10 @@
-"""ORM models: users, login sessions, refresh tokens, password-reset tokens, login throttles."""
+"""ORM models: users, login sessions, refresh tokens, password resets, login throttles, mail."""
 
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from sqlalchemy import ForeignKey, String, Uuid
+from sqlalchemy import ForeignKey, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_service.db.base import Base, UTCDateTime, utcnow
@@ -12,6 +12,8 @@ from auth_service.db.base import Base, UTCDateTime, utcnow
 __all__ = [
     "Base",
     "LoginThrottle",
+    "MailOutbox",
+    "PasswordResetRequest",
     "PasswordResetToken",
     "RefreshToken",
     "Session",
@@ -105,6 +107,45 @@ class PasswordResetToken(Base):
     used_at: Mapped[timestamp | None]
 
     user: Mapped[User] = relationship()
+
+
+class PasswordResetRequest(Base):
+    """A reset asked for by email, not yet looked at: the request path's only write.
+
+    NOTE: every email, known or not, costs the same one insert here; the background
+    sender resolves the account later and deletes the row (services/password_reset.py).
+    """
+
+    __tablename__ = "password_reset_requests"
+
+    id: Mapped[uuid_pk]
+    # NOTE: unbounded: lower-casing can lengthen a 254-character address (e.g. "İ"), and
+    # an unknown email must never fail here where a known one would not.
+    email: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class MailOutbox(Base):
+    """One outgoing mail, delivered by the outbox sender with retries (services/outbox.py).
+
+    `next_attempt_at` is NULL once nothing is left to do (sent, or failed for good); while
+    a sender holds the row it is that sender's lease.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[uuid_pk]
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_ts]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
+    sent_at: Mapped[timestamp | None]
+    failed_at: Mapped[timestamp | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
 
 
 class LoginThrottle(Base):

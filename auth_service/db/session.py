@@ -23,14 +23,19 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
-def make_engine(database_url: str) -> Engine:
-    """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite)."""
+def make_engine(database_url: str, *, hide_parameters: bool = False) -> Engine:
+    """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite).
+
+    `hide_parameters` keeps statement parameters out of SQL logs and error messages.
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, hide_parameters=hide_parameters
+        )
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
     # A database outage must be a fast 503, not a hang until gunicorn kills the worker.
@@ -41,6 +46,7 @@ def make_engine(database_url: str) -> Engine:
         pool_size=5,
         pool_timeout=5,
         connect_args=connect_args,
+        hide_parameters=hide_parameters,
     )
 
 

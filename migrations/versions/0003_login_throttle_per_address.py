@@ -1,7 +1,7 @@
 """Login throttles per (email, client address) plus a per-email ceiling.
 
 Revision ID: 0003_login_throttle_per_address
-Revises: 0001
+Revises: 0002_mail_outbox
 Create Date: 2026-12-06
 
 The old table counted failures per email alone, so anyone could lock an owner out. Its
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_login_throttle_per_address"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_mail_outbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
