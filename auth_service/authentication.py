@@ -8,10 +8,11 @@ from typing import Any
 import falcon
 
 from auth_service.db.models import User
-from auth_service.problems import unauthorized
+from auth_service.problems import HTTPProblem, unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract
 from authgate_common.bearer import bearer_token
+from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
 PrincipalLoader = Callable[[str, str], User | None]
 
@@ -39,7 +40,7 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.public:
+        if op is None or op.public or op.internal:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:
@@ -59,3 +60,27 @@ class BearerAuthentication:
             raise unauthorized("session-revoked", "The session has ended.", invalid_token=True)
         req.context.principal = principal
         req.context.session_id = claims["sid"]
+
+
+class InternalAuthentication:
+    """Admits only the gateway to the operations secured by `internalToken`."""
+
+    def __init__(self, contract: Contract, internal_token: str) -> None:
+        self._operations = contract.operation_index
+        self._token = internal_token
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+    ) -> None:
+        """Refuse an internal operation without the shared token (constant-time compare)."""
+        op = self._operations.get((req.uri_template or "", req.method))
+        if op is None or not op.internal:
+            return
+        if not same_token(req.get_header(INTERNAL_TOKEN_HEADER), self._token):
+            raise HTTPProblem(
+                401,
+                code="invalid-internal-token",
+                title="Unauthorized",
+                detail="This endpoint is for the gateway only.",
+                headers={"WWW-Authenticate": 'InternalToken realm="authgate-internal"'},
+            )

@@ -73,3 +73,7 @@ class UserNotFound(DomainError):
 
 class LastSuperuser(DomainError):
     status, code, title = 409, "last-superuser", "Cannot remove the last active superuser"
+
+
+class InvalidCursor(DomainError):
+    status, code, title = 422, "invalid-cursor", "Invalid cursor"

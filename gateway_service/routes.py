@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from authgate_common.secrets_file import INTERNAL_PATH_PREFIX
 from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -125,6 +126,11 @@ class RouteTable:
         return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
+        # SECURITY: the auth service's internal endpoints (the revocation feed) are for the
+        # gateway alone; no route, not even a catch-all "/", may reach them.
+        lowered = path.lower()
+        if lowered.startswith(INTERNAL_PATH_PREFIX) or lowered == INTERNAL_PATH_PREFIX[:-1]:
+            return None
         for route in self._routes:
             prefix = route.prefix
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
