@@ -11,7 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 INTERNAL_TOKEN_HEADER = "X-Internal-Token"  # noqa: S105 - a header name
-INTERNAL_TOKEN_FILE = "internal-api-token"  # noqa: S105 - a file name
+# Its own directory, not keys/: a deployment can share it with the gateway without
+# sharing the signing key (docker-compose.yml mounts one volume there in both services).
+INTERNAL_TOKEN_PATH = ("internal", "api-token")
 MIN_INTERNAL_TOKEN_LENGTH = 32
 # SECURITY: the gateway never routes a path under this prefix, whatever its route table.
 INTERNAL_PATH_PREFIX = "/internal/"
@@ -46,7 +48,7 @@ def read_or_create(path: Path, make: Callable[[], bytes]) -> bytes:
 
 
 def internal_api_token(configured: str | None, var_dir: Path) -> str:
-    """INTERNAL_API_TOKEN, or (embedded default) one generated once under `<var>/keys/`.
+    """INTERNAL_API_TOKEN, or (embedded default) one generated once as `<var>/internal/api-token`.
 
     Both services read the same file when they share the var directory (`make run`), so
     the gateway can call the auth service's internal endpoints with no configuration.
@@ -54,7 +56,7 @@ def internal_api_token(configured: str | None, var_dir: Path) -> str:
     if configured:
         return configured
     raw = read_or_create(
-        var_dir / "keys" / INTERNAL_TOKEN_FILE, lambda: secrets.token_urlsafe(32).encode()
+        var_dir.joinpath(*INTERNAL_TOKEN_PATH), lambda: secrets.token_urlsafe(32).encode()
     )
     return raw.decode().strip()
 

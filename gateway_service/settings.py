@@ -127,7 +127,7 @@ class Settings:
     # session's access token through; GATEWAY_REVOCATION_FAIL_OPEN=true trades that away.
     revocation_fail_open: bool = False
     revocation_poll_seconds: float = 2.0
-    # None: the embedded default, generated once under `<var_dir>/keys/` (see create_app).
+    # None: the embedded default, generated once under `<var_dir>/internal/` (create_app).
     internal_api_token: str | None = field(default=None, repr=False)
     var_dir: Path = DEFAULT_VAR_DIR
     rate_limit_key_prefix: str = "authgate:rl:"

@@ -40,7 +40,7 @@ class Stack:
     @property
     def internal_token(self) -> str:
         """The token both services generated and share (the embedded default)."""
-        return (self.var_dir / "keys" / "internal-api-token").read_text().strip()
+        return (self.var_dir / "internal" / "api-token").read_text().strip()
 
 
 @pytest.fixture(scope="module")
