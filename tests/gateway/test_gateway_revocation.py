@@ -241,32 +241,31 @@ def closed_redis_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0"
 
 
-def test_redis_unreachable_refuses_bearer_requests_by_default(
+def test_redis_unreachable_refuses_bearer_requests_unless_told_to_fail_open(
     start_gateway: Callable[..., Gateway], echo: Echo, minter: Minter
 ):
-    gw = start_gateway(gateway_env(echo, REDIS_URL=closed_redis_url()))
+    closed = start_gateway(gateway_env(echo, REDIS_URL=closed_redis_url()))
     hits = echo.hits()["echo"]
     for _ in range(3):
-        resp = requests.get(f"{gw.url}/api/v1/orders/1", headers=bearer(minter.token()), timeout=5)
+        resp = requests.get(
+            f"{closed.url}/api/v1/orders/1", headers=bearer(minter.token()), timeout=5
+        )
         assert resp.status_code == 503, resp.text
         assert resp.headers["Content-Type"] == "application/problem+json"
         assert resp.json()["type"] == "https://authgate.dev/problems/session_check_unavailable"
         assert resp.headers["Retry-After"] == "1"
     assert echo.hits()["echo"] == hits  # nothing reached the upstream
     # A route without tokens is not affected (its rate limit fails open by default).
-    assert requests.get(f"{gw.url}/api/v1/catalog/1", timeout=5).status_code == 200
-    ready = requests.get(f"{gw.url}/readyz", timeout=5)
+    assert requests.get(f"{closed.url}/api/v1/catalog/1", timeout=5).status_code == 200
+    ready = requests.get(f"{closed.url}/readyz", timeout=5)
     assert ready.status_code == 503
     assert ready.headers["Content-Type"] == "application/problem+json"
     assert "redis" in ready.json()["detail"]
 
-
-def test_redis_unreachable_with_fail_open_lets_bearer_requests_pass(
-    start_gateway: Callable[..., Gateway], echo: Echo, minter: Minter
-):
-    gw = start_gateway(
+    # The switch the operator keeps: availability over refusing revoked sessions.
+    open_ = start_gateway(
         gateway_env(echo, REDIS_URL=closed_redis_url(), GATEWAY_REVOCATION_FAIL_OPEN="true")
     )
-    resp = requests.get(f"{gw.url}/api/v1/orders/1", headers=bearer(minter.token()), timeout=5)
+    resp = requests.get(f"{open_.url}/api/v1/orders/1", headers=bearer(minter.token()), timeout=5)
     assert resp.status_code == 200, resp.text
     assert resp.json()["path"] == "/api/v1/orders/1"
