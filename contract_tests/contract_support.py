@@ -41,6 +41,7 @@ PYTHON = sys.executable
 # Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
 schemathesis.experimental.OPEN_API_3_1.enable()
 
+INTERNAL_TOKEN = "contract-internal-token-" + "0" * 16
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
@@ -219,6 +220,11 @@ def login(base_url: str, email: str, password: str) -> str:
     return str(response.json()["access_token"])
 
 
+def is_internal(operation: Any) -> bool:
+    """Whether only the gateway may call it (tag `internal`): the gateway never routes it."""
+    return "internal" in operation.get("tags", [])
+
+
 def needs_token(case: Case) -> bool:
     """Whether the operation declares bearer security (none of ours is optional)."""
     security = case.operation.definition.raw.get("security")
@@ -239,6 +245,9 @@ class LiveTokens(AuthProvider):
     def set(self, case: Case, data: dict[str, str], context: AuthContext) -> None:
         """Send the admin's token to admin operations, the user's to the rest."""
         if not needs_token(case):
+            return
+        if is_internal(case.operation.definition.raw):
+            case.headers = {**(case.headers or {}), "X-Internal-Token": INTERNAL_TOKEN}
             return
         operation_id = case.operation.definition.raw["operationId"]
         role = "admin" if operation_id in ADMIN_OPERATIONS else "user"
@@ -354,6 +363,8 @@ def base_env(**values: str) -> dict[str, str]:
     dropped = ("REDIS_URL", "DATABASE_URL", "GATEWAY_ROUTES", "AUTH_SERVICE_URL")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = str(REPO)
+    # The same on both services: the gateway reads the auth service's revocation feed.
+    env["INTERNAL_API_TOKEN"] = INTERNAL_TOKEN
     env.update(values)
     return env
 
