@@ -71,9 +71,11 @@ class RevokedSessions:
         with self._poll_lock:
             try:
                 self._read_pages()
-            except (requests.RequestException, ValueError, FeedError) as ex:
+            except (requests.RequestException, ValueError, KeyError, TypeError, FeedError) as ex:
                 if not self._failing:
-                    log.warning("revocation feed unavailable: %s", type(ex).__name__)
+                    # FeedError's text is ours (a status); others could carry the URL.
+                    reason = str(ex) if isinstance(ex, FeedError) else type(ex).__name__
+                    log.warning("revocation feed unavailable: %s", reason)
                 self._failing = True
                 return False
             if self._failing:
@@ -102,6 +104,8 @@ class RevokedSessions:
                 timeout=self._timeout,
                 allow_redirects=False,
             )
+            if response.status_code == 401:
+                raise FeedError("401: INTERNAL_API_TOKEN differs from the auth service's")
             if response.status_code != 200:
                 raise FeedError(f"status {response.status_code}")
             page = response.json()
@@ -116,6 +120,7 @@ class RevokedSessions:
         if not isinstance(items, list):
             raise FeedError("not a page")
         for item in items:
+            # A malformed item raises (KeyError, ValueError, TypeError): the cursor stays.
             expires = datetime.fromisoformat(item["expires_at"]).timestamp() + self._leeway
             self._expiry[str(item["session_id"])] = expires
         # The cursor moves only once the page is merged: a failure re-reads it next time.
