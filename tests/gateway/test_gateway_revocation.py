@@ -172,6 +172,43 @@ def test_password_change_revokes_other_sessions_at_the_gateway(stack: Stack):
     assert order(stack, kept["access_token"]).status_code == 200
 
 
+def test_gateway_with_redis_still_polls_the_feed(
+    stack: Stack, start_gateway: Callable[..., Gateway], redis_url: str
+):
+    """Redis is only as good as the auth service's write to it; the feed backs it up.
+
+    Here the auth service writes nothing to Redis (it has no REDIS_URL), as when its
+    write failed: the gateway must still refuse the session within the poll interval.
+    """
+    prefix = f"test-gw:{uuid.uuid4().hex}:rl:"
+    with_redis = start_gateway(
+        {
+            "AUTH_SERVICE_URL": stack.auth_url,
+            "AUTHGATE_VAR_DIR": str(stack.var_dir),
+            "REDIS_URL": redis_url,
+            "GATEWAY_RATE_LIMIT_KEY_PREFIX": prefix,
+            "RATE_LIMIT_AUTH": "100000/minute",
+        }
+    )
+    _, pair = new_user(stack)
+    me = f"{with_redis.url}/api/v1/auth/me"
+    assert requests.get(me, headers=bearer(pair["access_token"]), timeout=10).status_code == 200
+    requests.post(
+        f"{stack.gateway.url}/api/v1/auth/logout",
+        json={"refresh_token": pair["refresh_token"]},
+        timeout=10,
+    ).raise_for_status()
+
+    def refused_at_the_gateway() -> bool:
+        resp = requests.get(
+            me, headers={**bearer(pair["access_token"]), "Connection": "close"}, timeout=10
+        )
+        # "revoked" in the challenge: the gateway refused it, not the auth service behind.
+        return resp.status_code == 401 and "revoked" in resp.headers["WWW-Authenticate"]
+
+    assert until(lambda: all(refused_at_the_gateway() for _ in range(8)))
+
+
 @pytest.mark.parametrize(
     "header",
     [None, "", "wrong-" + "x" * 40, "Bearer something"],
