@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
-from process_support import REPO, start_gunicorn, stop, wait_http
+from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
 from schemathesis.auths import AuthContext, AuthProvider
 from schemathesis.checks import ALL_CHECKS
 from schemathesis.internal.checks import (
@@ -41,7 +41,7 @@ PYTHON = sys.executable
 # Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
 schemathesis.experimental.OPEN_API_3_1.enable()
 
-INTERNAL_TOKEN = "contract-internal-token-" + "0" * 16
+INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"

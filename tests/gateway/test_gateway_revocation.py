@@ -45,9 +45,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Stack]:
-    """No REDIS_URL and no INTERNAL_API_TOKEN: the `make run` configuration."""
+    """No REDIS_URL and no INTERNAL_API_TOKEN: the `make run` configuration (one var/)."""
     root = tmp_path_factory.mktemp("revocation")
-    with running_auth_service(root, LOG_FORMAT="console") as auth_url:
+    with running_auth_service(root, LOG_FORMAT="console", INTERNAL_API_TOKEN="") as auth_url:
         routes = [
             {"prefix": "/api/v1/orders", "upstream": echo.url, "auth": "required"},
             # A catch-all to the auth service: even it must not expose /internal/.
@@ -57,6 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, echo: Echo) -> Iterator[Stac
             {
                 "AUTH_SERVICE_URL": auth_url,
                 "AUTHGATE_VAR_DIR": str(root),
+                "INTERNAL_API_TOKEN": "",
                 "GATEWAY_ROUTES": json.dumps(routes),
                 "RATE_LIMIT_AUTH": "100000/minute",
             }
@@ -185,6 +186,7 @@ def test_gateway_with_redis_still_polls_the_feed(
         {
             "AUTH_SERVICE_URL": stack.auth_url,
             "AUTHGATE_VAR_DIR": str(stack.var_dir),
+            "INTERNAL_API_TOKEN": "",
             "REDIS_URL": redis_url,
             "GATEWAY_RATE_LIMIT_KEY_PREFIX": prefix,
             "RATE_LIMIT_AUTH": "100000/minute",
