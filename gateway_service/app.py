@@ -57,14 +57,14 @@ def create_app(
         keys_session,
         internal_api_token(settings.internal_api_token, settings.var_dir),
     )
-    verifier = TokenVerifier(settings, keys, revoked=revoked)
-    if keys is not None and not keys.prefetch():
-        # NOTE: not fatal: the auth service may start after us; keys load on first use.
-        log.warning("JWKS not available at start-up; will retry on first use")
     # NOTE: once now, so a fresh worker knows the last hour's revocations before it serves;
     # a failure is logged and the poller thread retries every interval.
     revoked.poll()
     revoked.start()
+    verifier = TokenVerifier(settings, keys, revoked=revoked)
+    if keys is not None and not keys.prefetch():
+        # NOTE: not fatal: the auth service may start after us; keys load on first use.
+        log.warning("JWKS not available at start-up; will retry on first use")
     store: Store = (
         RedisStore.from_url(settings.redis_url, settings.redis_timeout_seconds)
         if settings.redis_url
