@@ -56,6 +56,7 @@ def create_app(
         settings,
         keys_session,
         internal_api_token(settings.internal_api_token, settings.var_dir),
+        on_failure=metrics.revocation_feed_failures.inc if metrics is not None else None,
     )
     # NOTE: once now, so a fresh worker knows the last hour's revocations before it serves;
     # a failure is logged and the poller thread retries every interval.

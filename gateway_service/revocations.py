@@ -45,8 +45,9 @@ class RevokedSessions:
         session: requests.Session,
         internal_token: str,
         clock: Callable[[], float] = time.time,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
-        """Prepare; nothing is fetched until poll() or start()."""
+        """Prepare; nothing is fetched until poll() or start(); `on_failure` counts failures."""
         self._url = settings.revocation_feed_url
         self._headers = {INTERNAL_TOKEN_HEADER: internal_token, "Accept": "application/json"}
         self._timeout = (settings.connect_timeout, min(settings.read_timeout, 5.0))
@@ -61,6 +62,7 @@ class RevokedSessions:
         self._expiry: dict[str, float] = {}
         self._cursor: str | None = None
         self._failing = False
+        self._on_failure = on_failure
 
     def __contains__(self, session_id: object) -> bool:
         """Whether this session was revoked (and its access tokens may still be live)."""
@@ -77,6 +79,8 @@ class RevokedSessions:
                     reason = str(ex) if isinstance(ex, FeedError) else type(ex).__name__
                     log.warning("revocation feed unavailable: %s", reason)
                 self._failing = True
+                if self._on_failure is not None:
+                    self._on_failure()
                 return False
             if self._failing:
                 log.warning("revocation feed available again")

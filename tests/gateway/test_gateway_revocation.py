@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,8 +18,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from falcon import testing
 from gateway_support import Echo, Gateway, Minter, gateway_env, launch_gateway
 from process_support import free_port, running_auth_service
+
+from gateway_service.app import create_app
+from gateway_service.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -209,6 +214,20 @@ def test_gateway_with_redis_still_polls_the_feed(
         return resp.status_code == 401 and "revoked" in resp.headers["WWW-Authenticate"]
 
     assert until(lambda: all(refused_at_the_gateway() for _ in range(8)))
+
+
+def test_a_wrong_internal_token_is_logged_and_counted(
+    stack: Stack, echo: Echo, caplog: pytest.LogCaptureFixture
+):
+    """A misconfigured gateway cannot learn revocations: operators must see why."""
+    settings = Settings.from_env(
+        gateway_env(echo, AUTH_SERVICE_URL=stack.auth_url, INTERNAL_API_TOKEN="w" * 40)
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway_service.revocations"):
+        client = testing.TestClient(create_app(settings))  # polls once at start-up
+    assert "INTERNAL_API_TOKEN differs" in caplog.text
+    metrics = client.simulate_get("/metrics").text
+    assert "gateway_revocation_feed_failures_total 1.0" in metrics
 
 
 @pytest.mark.parametrize(
