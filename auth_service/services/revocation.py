@@ -24,6 +24,7 @@ from sqlalchemy.orm import sessionmaker
 from auth_service import errors
 from auth_service.db.models import Session, SessionRevocation, utcnow
 from auth_service.db.session import rows_changed
+from auth_service.db.upsert import insert_ignore
 
 REVOKED_SID_PREFIX = "authgate:revoked-sid:"
 # NOTE: how long a revocation may take from its timestamp to its commit (transaction time,
@@ -89,7 +90,11 @@ def revoke_user_sessions(
     ids = list(db.scalars(query))
     if ids:
         now = utcnow()
-        db.execute(update(Session).where(Session.id.in_(ids)).values(revoked_at=now))
+        db.execute(
+            update(Session)
+            .where(Session.id.in_(ids), Session.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
         _log_revocations(db, ids, now)
     return [str(sid) for sid in ids]
 
@@ -116,8 +121,11 @@ def _log_revocations(db: DbSession, session_ids: list[uuid.UUID], now: datetime)
     reset, deactivation, deletion) comes through revoke_session / revoke_user_sessions, so
     none of them can skip the feed.
     """
-    db.add_all(SessionRevocation(session_id=sid, revoked_at=now) for sid in session_ids)
-    db.flush()
+    for sid in session_ids:
+        # NOTE: two transactions may revoke one session at once (a password change while an
+        # admin deactivates): the first row wins, the second insert is a no-op, not a 500.
+        row = {"session_id": sid, "revoked_at": now}
+        db.execute(insert_ignore(db, SessionRevocation, row))
 
 
 @dataclass(frozen=True, slots=True)
