@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -164,6 +165,36 @@ def test_concurrent_transactions_committing_out_of_order(
             transaction.commit()
         again, _ = read_all(feed_client, cursor)
         assert str(early) in again
+    finally:
+        engine.dispose()
+
+
+def test_one_session_revoked_by_two_transactions_at_once_is_not_a_500(
+    feed_api: Api, feed_client: testing.TestClient, database_url: str
+) -> None:
+    """The second transaction to log a session's revocation waits for the first, then
+    adds nothing (on PostgreSQL; SQLite has a single writer)."""
+    if not is_postgres(database_url):
+        pytest.skip("SQLite has one writer at a time: two revocations cannot overlap")
+    user = feed_api.user("twice@example.com")
+    session_id = uuid.UUID(sid(user["access_token"]))
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as other:
+            transaction = other.begin()
+            other.execute(
+                sqlalchemy.insert(SessionRevocation).values(
+                    session_id=session_id, revoked_at=ago(0)
+                )
+            )
+            # The logout below blocks on that uncommitted row until this commits.
+            threading.Timer(0.5, transaction.commit).start()
+            logout = feed_client.simulate_post(
+                "/api/v1/auth/logout", json={"refresh_token": user["refresh_token"]}
+            )
+        assert logout.status_code == 204, logout.text
+        listed, _ = read_all(feed_client)
+        assert listed.count(str(session_id)) == 1
     finally:
         engine.dispose()
 
