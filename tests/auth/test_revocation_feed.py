@@ -17,6 +17,7 @@ from authcheck import ago, assert_problem, execute, is_postgres, refresh_row, ro
 from falcon import testing
 
 from auth_service.db.models import RefreshToken, SessionRevocation
+from auth_service.settings import Settings, SettingsError
 
 FEED = "/internal/v1/revoked-sessions"
 TOKEN = "i" * 40
@@ -271,3 +272,9 @@ def test_malformed_cursor_is_422(feed_client: testing.TestClient, cursor: str) -
         FEED, params={"cursor": cursor}, headers={"X-Internal-Token": TOKEN}
     )
     assert_problem(result, 422)
+
+
+@pytest.mark.parametrize("token", ["x" * 31, "short"])
+def test_a_short_internal_token_stops_start_up(token: str) -> None:
+    with pytest.raises(SettingsError, match="INTERNAL_API_TOKEN"):
+        Settings.from_env({"INTERNAL_API_TOKEN": token})
