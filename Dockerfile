@@ -46,9 +46,9 @@ COPY openapi ./openapi
 COPY migrations ./migrations
 COPY alembic.ini ./alembic.ini
 COPY deploy ./deploy
-# var/ holds the generated dev signing key (var/keys/) and the SQLite default; it is the
-# only writable path. A named volume mounted here inherits this ownership.
-RUN mkdir -p /app/var/keys && chown -R app:app /app/var
+# var/ holds the generated dev signing key (var/keys/), the internal API token
+# (var/internal/) and the SQLite default; it is the only writable path. A named volume mounted here inherits this ownership.
+RUN mkdir -p /app/var/keys /app/var/internal && chown -R app:app /app/var
 USER app:app
 EXPOSE 8000 8001
 # Liveness only (/healthz); urllib raises on a refused connection or a non-2xx status,

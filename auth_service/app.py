@@ -14,13 +14,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from auth_service import problems
-from auth_service.authentication import BearerAuthentication
+from auth_service.authentication import BearerAuthentication, InternalAuthentication
 from auth_service.context import AuthRequest
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
 from auth_service.operations.auth import AuthOperations
+from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.users import UserOperations
@@ -31,7 +32,7 @@ from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
-from auth_service.services.revocation import RevocationList
+from auth_service.services.revocation import RevocationFeed, RevocationList
 from auth_service.services.sessions import (
     SessionEvents,
     SessionService,
@@ -43,6 +44,7 @@ from auth_service.spec import Contract
 from auth_service.tracing import INSTRUMENTATION_NAME, trace_engine
 from auth_service.validation import SpecValidation
 from authgate_common.problem_types import ProblemType
+from authgate_common.secrets_file import internal_api_token
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 
 
@@ -58,6 +60,7 @@ class Services:
     password_resets: PasswordResetService
     revocations: RevocationList
     mail_sender: MailSender
+    revocation_feed: RevocationFeed
 
 
 def build_services(
@@ -143,6 +146,7 @@ def build_services(
             poll_seconds=settings.mail_poll_seconds,
             doorbell=doorbell,
         ),
+        revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
     )
 
 
@@ -225,6 +229,9 @@ def create_service(
                 audience=settings.jwt_audience,
                 load_principal=services.sessions.principal,
             ),
+            InternalAuthentication(
+                contract, internal_api_token(settings.internal_api_token, settings.var_dir)
+            ),
             SpecValidation(
                 contract, settings.response_validation, on_breach=metrics.contract_breach
             ),
@@ -245,6 +252,7 @@ def create_service(
             ),
             UserOperations(services.accounts),
             KeyOperations(services.key_ring),
+            InternalOperations(services.revocation_feed),
             OpsOperations(
                 contract,
                 {

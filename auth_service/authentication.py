@@ -9,12 +9,13 @@ import falcon
 
 from auth_service.context import AuthRequest
 from auth_service.db.models import User
-from auth_service.problems import unauthorized
+from auth_service.problems import HTTPProblem, unauthorized
 from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract
 from authgate_common.access import Access
 from authgate_common.bearer import bearer_token
 from authgate_common.problem_types import ProblemType
+from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
 PrincipalLoader = Callable[[str, str], User | None]
 
@@ -42,7 +43,7 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.access is Access.PUBLIC:
+        if op is None or op.access is Access.PUBLIC or op.internal:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:
@@ -70,3 +71,25 @@ class BearerAuthentication:
             )
         req.context.principal = principal
         req.context.session_id = claims["sid"]
+
+
+class InternalAuthentication:
+    """Admits only the gateway to the operations secured by `internalToken`."""
+
+    def __init__(self, contract: Contract, internal_token: str) -> None:
+        self._operations = contract.operation_index
+        self._token = internal_token
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+    ) -> None:
+        """Refuse an internal operation without the shared token (constant-time compare)."""
+        op = self._operations.get((req.uri_template or "", req.method))
+        if op is None or not op.internal:
+            return
+        if not same_token(req.get_header(INTERNAL_TOKEN_HEADER), self._token):
+            raise HTTPProblem(
+                ProblemType.INVALID_INTERNAL_TOKEN,
+                detail="This endpoint is for the gateway only.",
+                headers={"WWW-Authenticate": 'InternalToken realm="authgate-internal"'},
+            )

@@ -96,3 +96,7 @@ class UserNotFound(DomainError):
 
 class LastSuperuser(DomainError):
     problem = ProblemType.LAST_SUPERUSER
+
+
+class InvalidCursor(DomainError):
+    problem = ProblemType.INVALID_CURSOR

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
 from authgate_common.env import EnvError, EnvReader, Network
+from authgate_common.secrets_file import MIN_INTERNAL_TOKEN_LENGTH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -65,6 +66,7 @@ class Settings:
     prometheus_multiproc_dir: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "authgate-auth"
+    internal_api_token: str | None = field(default=None, repr=False)
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -156,6 +158,7 @@ class Settings:
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
             otel_service_name=read.text("OTEL_SERVICE_NAME", d.otel_service_name),
+            internal_api_token=read.optional("INTERNAL_API_TOKEN"),
         )
         settings.check()
         return settings
@@ -175,3 +178,8 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
+        token = self.internal_api_token
+        if token is not None and len(token) < MIN_INTERNAL_TOKEN_LENGTH:
+            raise SettingsError(
+                f"INTERNAL_API_TOKEN must be at least {MIN_INTERNAL_TOKEN_LENGTH} characters"
+            )

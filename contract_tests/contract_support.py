@@ -24,7 +24,7 @@ import requests
 import schemathesis
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, Phase, settings
-from process_support import REPO, start_gunicorn, stop, wait_http
+from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
 from schemathesis.auths import AuthContext, AuthProvider
 from schemathesis.checks import ALL_CHECKS
 from schemathesis.internal.checks import (
@@ -42,6 +42,7 @@ PYTHON = sys.executable
 # Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
 schemathesis.experimental.OPEN_API_3_1.enable()
 
+INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
@@ -236,6 +237,11 @@ def login(base_url: str, email: str, password: str) -> str:
     return str(response.json()["access_token"])
 
 
+def is_internal(operation: Any) -> bool:
+    """Whether only the gateway may call it (tag `internal`): the gateway never routes it."""
+    return "internal" in operation.get("tags", [])
+
+
 def needs_token(case: Case) -> bool:
     """Whether the operation declares bearer security (none of ours is optional)."""
     security = case.operation.definition.raw.get("security")
@@ -256,6 +262,9 @@ class LiveTokens(AuthProvider):
     def set(self, case: Case, data: dict[str, str], context: AuthContext) -> None:
         """Send the admin's token to admin operations, the user's to the rest."""
         if not needs_token(case):
+            return
+        if is_internal(case.operation.definition.raw):
+            case.headers = {**(case.headers or {}), "X-Internal-Token": INTERNAL_TOKEN}
             return
         operation_id = case.operation.definition.raw["operationId"]
         role = "admin" if operation_id in ADMIN_OPERATIONS else "user"
@@ -371,6 +380,8 @@ def base_env(**values: str) -> dict[str, str]:
     dropped = ("REDIS_URL", "DATABASE_URL", "GATEWAY_ROUTES", "AUTH_SERVICE_URL")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = str(REPO)
+    # The same on both services: the gateway reads the auth service's revocation feed.
+    env["INTERNAL_API_TOKEN"] = INTERNAL_TOKEN
     env.update(values)
     return env
 

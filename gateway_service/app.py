@@ -10,6 +10,7 @@ import requests
 from opentelemetry.trace import TracerProvider
 from requests.adapters import HTTPAdapter
 
+from authgate_common.secrets_file import internal_api_token
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 from gateway_service.client import ClientAddress
 from gateway_service.context import GatewayRequest
@@ -19,6 +20,7 @@ from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
 from gateway_service.proxy import ProxySink, Upstream
 from gateway_service.ratelimit import MemoryStore, RedisStore, Store
+from gateway_service.revocations import RevokedSessions
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
@@ -49,7 +51,17 @@ def create_app(
     }
     keys_session = _own_session()
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
-    verifier = TokenVerifier(settings, keys)
+    revoked = RevokedSessions(
+        settings,
+        keys_session,
+        internal_api_token(settings.internal_api_token, settings.var_dir),
+        on_failure=metrics.revocation_feed_failures.inc if metrics is not None else None,
+    )
+    # NOTE: once now, so a fresh worker knows the last hour's revocations before it serves;
+    # a failure is logged and the poller thread retries every interval.
+    revoked.poll()
+    revoked.start()
+    verifier = TokenVerifier(settings, keys, revoked=revoked)
     if keys is not None and not keys.prefetch():
         # NOTE: not fatal: the auth service may start after us; keys load on first use.
         log.warning("JWKS not available at start-up; will retry on first use")

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from authgate_common.access import Access, operation_access
+from authgate_common.secrets_file import INTERNAL_PATH_PREFIX
 from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -134,6 +135,11 @@ class RouteTable:
         return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
+        # SECURITY: the auth service's internal endpoints (the revocation feed) are for the
+        # gateway alone; no route, not even a catch-all "/", may reach them.
+        lowered = path.lower()
+        if lowered.startswith(INTERNAL_PATH_PREFIX) or lowered == INTERNAL_PATH_PREFIX[:-1]:
+            return None
         for route in self._routes:
             prefix = route.prefix
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):

@@ -12,8 +12,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from authgate_common.env import EnvError, EnvReader, Network
+from authgate_common.secrets_file import INTERNAL_PATH_PREFIX, MIN_INTERNAL_TOKEN_LENGTH
 
 DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "auth.yaml"
+DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "HS256"})
 AUTH_MODES = frozenset({"required", "optional", "none", "spec"})
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -121,7 +123,13 @@ class Settings:
     rate_limit_auth: Rate = field(default_factory=lambda: Rate(20, 60))
     rate_limit_fail_open: bool = True
     rate_limit_auth_fail_open: bool = False
-    revocation_fail_open: bool = True
+    # SECURITY: with Redis down, refuse bearer requests (503) rather than let a revoked
+    # session's access token through; GATEWAY_REVOCATION_FAIL_OPEN=true trades that away.
+    revocation_fail_open: bool = False
+    revocation_poll_seconds: float = 2.0
+    # None: the embedded default, generated once under `<var_dir>/internal/` (create_app).
+    internal_api_token: str | None = field(default=None, repr=False)
+    var_dir: Path = DEFAULT_VAR_DIR
     rate_limit_key_prefix: str = "authgate:rl:"
     rate_limited_operations: tuple[str, ...] = (
         "login",
@@ -162,6 +170,11 @@ class Settings:
                 raise SettingsError("JWT_ALGORITHM: HS256 cannot be combined with other algorithms")
             if not self.jwt_secret or len(self.jwt_secret.encode()) < 32:
                 raise SettingsError("JWT_SECRET: HS256 needs a secret of at least 32 bytes")
+        token = self.internal_api_token
+        if token is not None and len(token) < MIN_INTERNAL_TOKEN_LENGTH:
+            raise SettingsError(
+                f"INTERNAL_API_TOKEN: at least {MIN_INTERNAL_TOKEN_LENGTH} characters"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"LOG_FORMAT: expected one of {sorted(LOG_FORMATS)}")
         endpoint = self.otel_exporter_otlp_endpoint
@@ -176,6 +189,11 @@ class Settings:
     def effective_jwks_url(self) -> str:
         """Where the verifier fetches the keys."""
         return self.jwks_url or f"{self.auth_service_url}/.well-known/jwks.json"
+
+    @property
+    def revocation_feed_url(self) -> str:
+        """The auth service's feed of revoked sessions (GET, internal token)."""
+        return f"{self.auth_service_url}{INTERNAL_PATH_PREFIX}v1/revoked-sessions"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -217,6 +235,11 @@ class Settings:
             revocation_fail_open=env.boolean(
                 "GATEWAY_REVOCATION_FAIL_OPEN", d.revocation_fail_open
             ),
+            revocation_poll_seconds=env.number(
+                "GATEWAY_REVOCATION_POLL_SECONDS", d.revocation_poll_seconds, minimum=0.05
+            ),
+            internal_api_token=env.optional("INTERNAL_API_TOKEN"),
+            var_dir=Path(env.text("AUTHGATE_VAR_DIR", str(d.var_dir))),
             rate_limit_key_prefix=env.text(
                 "GATEWAY_RATE_LIMIT_KEY_PREFIX", d.rate_limit_key_prefix
             ),

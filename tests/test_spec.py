@@ -26,6 +26,8 @@ SPEC_URI = "urn:authgate:openapi"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 PUBLIC: list[dict[str, list[str]]] = []
 BEARER = [{"bearerAuth": []}]
+INTERNAL = [{"internalToken": []}]
+SECURITY_KINDS = {"public": PUBLIC, "bearer": BEARER, "internal": INTERNAL}
 PROBLEM_REF = "#/components/schemas/Problem"
 GATEWAY_STATUSES = {"429", "502", "503", "504"}
 BODY_STATUSES = {"400", "413", "415", "422"}
@@ -56,6 +58,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/metrics"): ("get_metrics", "public", "ops"),
     ("get", "/openapi.json"): ("get_openapi", "public", "ops"),
     ("get", "/docs"): ("get_docs", "public", "ops"),
+    ("get", "/internal/v1/revoked-sessions"): ("list_revoked_sessions", "internal", "internal"),
 }
 
 # README's API table: the success status and the notable errors of each operation.
@@ -80,6 +83,7 @@ EXPECTED_STATUSES = {
     "get_metrics": {"200"},
     "get_openapi": {"200"},
     "get_docs": {"200"},
+    "list_revoked_sessions": {"200", "401", "422"},
 }
 
 
@@ -281,7 +285,7 @@ def test_info_servers_tags_and_security_scheme() -> None:
     # Relative on purpose: an absolute server URL breaks validation behind the gateway.
     assert SPEC["servers"] == [{"url": "/", "description": SPEC["servers"][0].get("description")}]
     tags = {tag["name"]: tag for tag in SPEC["tags"]}
-    assert set(tags) == {"auth", "users", "keys", "ops"}
+    assert set(tags) == {"auth", "users", "keys", "ops", "internal"}
     for name, tag in tags.items():
         assert tag.get("description"), f"tag {name} has no description"
     assert SPEC["components"]["securitySchemes"] == {
@@ -290,7 +294,15 @@ def test_info_servers_tags_and_security_scheme() -> None:
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": SPEC["components"]["securitySchemes"]["bearerAuth"].get("description"),
-        }
+        },
+        "internalToken": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Internal-Token",
+            "description": SPEC["components"]["securitySchemes"]["internalToken"].get(
+                "description"
+            ),
+        },
     }
 
 
@@ -387,7 +399,7 @@ def test_operation_security_is_explicit(operation: Operation) -> None:
     name = op_name(method, path, op)
     assert "security" in op, f"{name}: no explicit security (would inherit the global default)"
     wanted = EXPECTED_OPERATIONS[(method, path)][1]
-    assert op["security"] == (PUBLIC if wanted == "public" else BEARER), (
+    assert op["security"] == SECURITY_KINDS[wanted], (
         f"{name}: security should be {wanted}, is {op['security']}"
     )
 
@@ -631,6 +643,8 @@ def example_request(method: str, path: str, op: dict[str, Any], item: dict[str, 
         elif param["in"] == "query":
             args[param["name"]] = str(param["example"])
     headers = {"Authorization": "Bearer example"} if op["security"] == BEARER else {}
+    if op["security"] == INTERNAL:
+        headers = {"X-Internal-Token": "example"}
     data, content_type = None, None
     if "requestBody" in op:
         content = resolve(op["requestBody"])[0]["content"]["application/json"]

@@ -17,6 +17,7 @@ __all__ = [
     "PasswordResetToken",
     "RefreshToken",
     "Session",
+    "SessionRevocation",
     "User",
     "utcnow",
 ]
@@ -68,6 +69,20 @@ class Session(Base):
     ip_address: Mapped[ip_address]
 
     user: Mapped[User] = relationship()
+
+
+class SessionRevocation(Base):
+    """A revoked session, for the gateway's revocation feed (GET /internal/v1/revoked-sessions).
+
+    Its own table, without a foreign key: deleting a user deletes their sessions, and the
+    gateway must still learn that those sessions ended. Rows are useless once the session's
+    access tokens have expired and are purged then.
+    """
+
+    __tablename__ = "session_revocations"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class RefreshToken(Base):

@@ -9,6 +9,14 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.dml import Insert
 
 
+def insert_ignore(db: DbSession, model: type[Any], values: dict[str, Any]) -> Insert:
+    """An insert that silently does nothing when the row's unique key already exists."""
+    # NOTE: one branch per dialect, as each module's insert() returns its own typed Insert.
+    if db.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    return sqlite.insert(model).values(**values).on_conflict_do_nothing()
+
+
 def insert_or_lock(db: DbSession, model: type[Any], values: dict[str, Any], key: str) -> Insert:
     """Insert the row, or, when its unique `key` exists, lock that row (a no-op update).
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
 from authgate_common.claims import InvalidClaims, caller
+from authgate_common.secrets_file import read_or_create
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
 MIN_HS256_SECRET_BYTES = 32
@@ -156,30 +155,11 @@ def _generate_private_pem(algorithm: str) -> bytes:
 def load_or_create_dev_key(directory: str | os.PathLike[str], algorithm: str) -> bytes:
     """Return the dev private key PEM at `<directory>/jwt-<alg>-private.pem`, creating it once.
 
-    Several gunicorn workers may start at the same moment: each writes a complete key to
-    a private temporary file and hard-links it to the final name, which only one can do;
-    the others read the winner's key. Readers never see a partly written file.
+    Several gunicorn workers may start at the same moment; read_or_create lets exactly one
+    write the key and the others read it, never a partly written file.
     """
-    folder = Path(directory)
-    path = folder / f"jwt-{algorithm.lower()}-private.pem"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".jwt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_generate_private_pem(algorithm))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o600)  # mkstemp already uses 0600; say it explicitly
-        # FileExistsError: another process won the race, and everyone uses its key.
-        with contextlib.suppress(FileExistsError):
-            os.link(temp_name, path)
-    finally:
-        os.unlink(temp_name)
-    return path.read_bytes()
+    path = Path(directory) / f"jwt-{algorithm.lower()}-private.pem"
+    return read_or_create(path, lambda: _generate_private_pem(algorithm))
 
 
 def _load_private_key(pem: bytes, algorithm: str, source: str) -> Any:

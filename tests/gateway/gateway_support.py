@@ -25,7 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from jose import jwt
-from process_support import REPO, free_port, start_gunicorn, stop, wait_http
+from process_support import (
+    REPO,
+    TEST_INTERNAL_API_TOKEN,
+    free_port,
+    start_gunicorn,
+    stop,
+    wait_http,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -233,6 +240,7 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
             "WEB_CONCURRENCY": str(workers),
             "GATEWAY_THREADS": "8",
             "PYTHONPATH": str(REPO),
+            "INTERNAL_API_TOKEN": TEST_INTERNAL_API_TOKEN,
         }
     )
     full_env.update(env)
