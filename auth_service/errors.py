@@ -99,4 +99,6 @@ class LastSuperuser(DomainError):
 
 
 class InvalidCursor(DomainError):
-    problem = ProblemType.INVALID_CURSOR
+    """A cursor this service did not issue: the same 422 as the spec's pattern gives."""
+
+    problem = ProblemType.VALIDATION_ERROR

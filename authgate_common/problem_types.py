@@ -79,7 +79,6 @@ class ProblemType(enum.StrEnum):
     LAST_SUPERUSER = ("last-superuser", 409, "Cannot remove the last active superuser")
     # The gateway's internal revocation feed.
     INVALID_INTERNAL_TOKEN = ("invalid-internal-token", 401, "Unauthorized")
-    INVALID_CURSOR = ("invalid-cursor", 422, "Invalid cursor")
     # The services' own health.
     NOT_READY = ("not-ready", 503, "Service Unavailable")
     DATABASE_UNAVAILABLE = ("database-unavailable", 503, "Service Unavailable")

@@ -271,7 +271,7 @@ def test_malformed_cursor_is_422(feed_client: testing.TestClient, cursor: str) -
     result = feed_client.simulate_get(
         FEED, params={"cursor": cursor}, headers={"X-Internal-Token": TOKEN}
     )
-    assert_problem(result, 422)
+    assert_problem(result, 422, "validation-error", fields=["cursor"])
 
 
 @pytest.mark.parametrize("token", ["x" * 31, "short"])

@@ -151,7 +151,7 @@ def test_redis_down_fails_closed_for_login_open_for_the_rest(
             f"{gw.url}/api/v1/orders/1", headers={"Authorization": f"Bearer {token}"}, timeout=5
         )
         assert orders.status_code == 503
-        assert orders.json()["type"] == "https://authgate.dev/problems/session_check_unavailable"
+        observe(orders.json(), ProblemType.SESSION_CHECK_UNAVAILABLE)
     ready = requests.get(f"{gw.url}/readyz", timeout=5)
     assert ready.status_code == 503
     assert ready.json()["detail"] == "Not ready: redis"

@@ -20,8 +20,10 @@ import pytest
 import requests
 from falcon import testing
 from gateway_support import Echo, Gateway, Minter, gateway_env, launch_gateway
+from problem_observer import observe
 from process_support import free_port, running_auth_service
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.app import create_app
 from gateway_service.settings import Settings
 
@@ -132,7 +134,7 @@ def assert_revoked_answer(resp: requests.Response) -> None:
     assert resp.headers["Content-Type"] == "application/problem+json"
     assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
     assert "revoked" in resp.headers["WWW-Authenticate"]
-    assert resp.json()["type"] == "https://authgate.dev/problems/invalid-token"
+    observe(resp.json(), ProblemType.INVALID_TOKEN)
 
 
 def test_logout_reaches_the_gateway_without_redis(stack: Stack, echo: Echo):
@@ -310,7 +312,7 @@ def test_redis_unreachable_refuses_bearer_requests_unless_told_to_fail_open(
         )
         assert resp.status_code == 503, resp.text
         assert resp.headers["Content-Type"] == "application/problem+json"
-        assert resp.json()["type"] == "https://authgate.dev/problems/session-check-unavailable"
+        observe(resp.json(), ProblemType.SESSION_CHECK_UNAVAILABLE)
         assert resp.headers["Retry-After"] == "1"
     assert echo.hits()["echo"] == hits  # nothing reached the upstream
     # A route without tokens is not affected (its rate limit fails open by default).
