@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from auth_service import errors
 from auth_service.db.migrations import upgrade
 from auth_service.security.passwords import MAX_PASSWORD_BYTES
-from auth_service.services.accounts import normalize_email
+from auth_service.services.accounts import AccountService, normalize_email
 from auth_service.settings import Settings, SettingsError
 
 MIN_PASSWORD_CHARS = 8
@@ -55,6 +55,20 @@ def create_admin(settings: Settings) -> int:
     if not email:
         print("error: set FIRST_SUPERUSER_EMAIL to the admin's email", file=sys.stderr)
         return 2
+    # Operators run this against the local default or a compose stack: say which.
+    print(f"Database: {_safe_url(settings.database_url)}", flush=True)
+    services = build_services(settings)
+    try:
+        # Checked before the prompt: nobody types a password twice for nothing.
+        if services.accounts.email_taken(email):
+            print(f"A user {normalize_email(email)} already exists; nothing changed.")
+            return 0
+        return _create_admin(services.accounts, email)
+    finally:
+        services.engine.dispose()
+
+
+def _create_admin(accounts: AccountService, email: str) -> int:
     password = os.environ.get("FIRST_SUPERUSER_PASSWORD") or _prompt_password()
     if password is None:
         print(
@@ -68,20 +82,18 @@ def create_admin(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    services = build_services(settings)
     try:
-        created = services.accounts.ensure_admin(email, password)
+        created = accounts.ensure_admin(email, password)
     except errors.PasswordTooLong:
         print(
             f"error: the password is longer than {MAX_PASSWORD_BYTES} bytes of UTF-8",
             file=sys.stderr,
         )
         return 2
-    finally:
-        services.engine.dispose()
     if created:
         print(f"Created superuser {normalize_email(email)}.")
     else:
+        # NOTE: created concurrently between the check and here.
         print(f"A user {normalize_email(email)} already exists; nothing changed.")
     return 0
 

@@ -66,6 +66,12 @@ class AccountService:
         _require_admin(actor)
         return self._create(new)
 
+    def email_taken(self, email: str) -> bool:
+        """Whether a user with this email (compared normalized) exists."""
+        with self._sessions() as db:
+            found = db.scalar(select(User.id).where(User.email == normalize_email(email)))
+        return found is not None
+
     def ensure_admin(self, email: str, password: str) -> bool:
         """Create a superuser unless the email is taken; whether one was created."""
         try:
