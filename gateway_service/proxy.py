@@ -17,6 +17,7 @@ import falcon
 from authgate_common.bearer import bearer_token
 from gateway_service.breaker import CLOSED, CircuitBreaker
 from gateway_service.client import ClientAddress
+from gateway_service.discovery import address_book_for, url_with_address
 from gateway_service.metrics import Metrics
 from gateway_service.middleware import new_traceparent
 from gateway_service.problems import write_problem
@@ -110,13 +111,35 @@ class Upstream:
         self.breaker = CircuitBreaker(
             settings.breaker_failure_threshold, settings.breaker_reset_seconds, on_change=on_change
         )
+        self._settings = settings
+        self._tls = tls
+        # Service discovery (discovery.py): a DNS name's addresses in turn, one pool each.
+        self.addresses = address_book_for(
+            base_url, settings.dns_refresh_seconds, settings.breaker_reset_seconds
+        )
+        self._pools: dict[str, UpstreamPool] = {}
         # PERF: our own keep-alive client, not requests.Session: see upstream_http.
-        self.pool = UpstreamPool(
-            base_url,
-            settings.connect_timeout,
-            settings.read_timeout,
-            settings.pool_size,
-            ssl_context=tls,
+        self.pool = self._new_pool(base_url)
+
+    def pick(self) -> tuple[str | None, UpstreamPool]:
+        """The address to use next (None without discovery) and its pool."""
+        if self.addresses is None:
+            return None, self.pool
+        address = self.addresses.next_address()
+        pool = self._pools.get(address)
+        if pool is None:
+            pool = self._pools.setdefault(
+                address, self._new_pool(url_with_address(self.base_url, address))
+            )
+        return address, pool
+
+    def _new_pool(self, url: str) -> UpstreamPool:
+        return UpstreamPool(
+            url,
+            self._settings.connect_timeout,
+            self._settings.read_timeout,
+            self._settings.pool_size,
+            ssl_context=self._tls,
         )
 
 
@@ -393,9 +416,13 @@ class ProxySink:
         retryable = method in _IDEMPOTENT
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
+            address, pool = upstream.pick()
             try:
-                result = upstream.pool.request(method, target, headers, body)
-            except (Unreachable, Dropped):
+                result = pool.request(method, target, headers, body)
+            except (Unreachable, Dropped) as ex:
+                if isinstance(ex, Unreachable) and upstream.addresses and address:
+                    # Refused: skip this address; a retry takes the next one.
+                    upstream.addresses.mark_failed(address)
                 # Nothing (or nothing usable) came back: safe to repeat only if idempotent.
                 if attempt + 1 < attempts:
                     continue

@@ -15,13 +15,13 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import server_missing
 from process_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,9 +123,9 @@ def _wait_healthy(stack: Stack, service: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(missing_server: Callable[[str, str], None]) -> Iterator[Stack]:
     if not _engine_answers():
-        server_missing("Docker engine", "`docker info` failed; see README 'Docker Compose'")
+        missing_server("Docker engine", "`docker info` failed; see README 'Docker Compose'")
     project = f"authgate-test-{secrets.token_hex(4)}"
     port = free_port()
     env_file = ROOT / ".env"
@@ -275,3 +275,84 @@ def _json_lines(text: str) -> list[dict[str, object]]:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The compose command the Makefile would pick, on this stack's project and settings."""
+    if subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, check=False
+    ).returncode:
+        command = ["docker-compose"]
+    else:
+        command = ["docker", "compose"]
+    env = {**os.environ, **dict(var.split("=", 1) for var in stack.make_vars)}
+    return subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=UP_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def _me_records(stack: Stack, container: str) -> int:
+    done = subprocess.run(
+        ["docker", "logs", container], capture_output=True, text=True, timeout=60, check=True
+    )
+    return sum(
+        1
+        for record in _json_lines(done.stdout + done.stderr)
+        if record.get("route") == "/api/v1/auth/me" and record.get("logger") != "gunicorn"
+    )
+
+
+def test_scaled_auth_gets_all_traffic_spread_and_survives_a_replica_stopping(
+    stack: Stack,
+) -> None:
+    scaled = _compose(stack, "up", "-d", "--no-build", "--no-recreate", "--scale", "auth=3")
+    assert scaled.returncode == 0, scaled.stderr[-3000:]
+    _wait_healthy(stack, "auth")
+    replicas = stack.containers("auth")
+    assert len(replicas) == 3, replicas
+
+    email = f"scale-{secrets.token_hex(4)}@example.com"
+    password = "Scale-User-Pass-5"
+    base = f"{stack.url}/api/v1"
+    assert (
+        requests.post(
+            f"{base}/auth/register", json={"email": email, "password": password}, timeout=30
+        ).status_code
+        == 201
+    )
+    login = requests.post(
+        f"{base}/auth/login", json={"email": email, "password": password}, timeout=30
+    )
+    assert login.status_code == 200, login.text
+    session = requests.Session()
+    session.headers.update(_bearer(login.json()["access_token"]))
+
+    # Traffic on all three (the gateway re-resolves `auth` within GATEWAY_DNS_REFRESH_SECONDS).
+    before = {c: _me_records(stack, c) for c in replicas}
+    deadline = time.monotonic() + 60
+    served: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        for _ in range(30):
+            assert session.get(f"{base}/auth/me", timeout=30).status_code == 200
+        served = {c: _me_records(stack, c) - before[c] for c in replicas}
+        if all(served.values()):
+            break
+    assert all(served.values()), f"/me requests per auth replica: {served}"
+
+    # Stop one replica under a bounded load of idempotent requests: none may fail.
+    statuses: list[int] = []
+    stopper = subprocess.Popen(["docker", "stop", replicas[0]], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            statuses.append(session.get(f"{base}/auth/me", timeout=30).status_code)
+    finally:
+        stopper.wait(timeout=60)
+    failed = Counter(s for s in statuses if s != 200)
+    assert not failed, f"{sum(failed.values())} of {len(statuses)} GETs failed: {failed}"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import server_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
@@ -25,9 +25,11 @@ SERVICES = {"authgate-auth": 8001, "authgate-gateway": 8000}
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
-def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+def rendered(
+    request: pytest.FixtureRequest, missing_server: Callable[[str, str], None]
+) -> tuple[str, list[dict[str, Any]]]:
     if shutil.which("kubectl") is None:
-        server_missing("kubectl", "renders the kustomize overlays; install kubectl")
+        missing_server("kubectl", "renders the kustomize overlays; install kubectl")
     done = subprocess.run(
         ["kubectl", "kustomize", str(OVERLAYS / request.param)],
         capture_output=True,
