@@ -22,6 +22,13 @@ OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
 # The oldest Kubernetes release the manifests must be valid for (autoscaling/v2, policy/v1).
 KUBERNETES_VERSION = "1.27"
 SERVICES = {"authgate-auth": 8001, "authgate-gateway": 8000}
+# What README's `kubectl create secret` commands make for prod (never rendered from git).
+OUT_OF_BAND_SECRETS = {
+    ("Secret", "authgate-database"): {
+        "DATABASE_URL": "postgresql+psycopg2://authgate:pw@db.example.internal:5432/authgate",
+        "REDIS_URL": "redis://redis.example.internal:6379/0",
+    }
+}
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -167,3 +174,46 @@ def test_secrets_never_come_from_git_in_prod(rendered: tuple[str, list[dict[str,
         if "secretRef" in ref
     }
     assert referenced <= set(secrets), f"dev references missing Secrets {referenced - set(secrets)}"
+
+
+def _container_env(objects: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the kubelet would build it from the rendered objects."""
+    data = {
+        **OUT_OF_BAND_SECRETS,
+        **{
+            (o["kind"], o["metadata"]["name"]): {**o.get("data", {}), **o.get("stringData", {})}
+            for o in objects
+            if o["kind"] in ("Secret", "ConfigMap")
+        },
+    }
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        kind, ref = (
+            ("Secret", "secretRef") if "secretRef" in source else ("ConfigMap", "configMapRef")
+        )
+        env.update(data[(kind, source[ref]["name"])])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = data[("Secret", ref["name"])][ref["key"]]
+    return env
+
+
+@pytest.mark.parametrize(
+    ("deployment", "settings_module"),
+    [("authgate-auth", "auth_service.settings"), ("authgate-gateway", "gateway_service.settings")],
+)
+def test_environment_passes_the_settings(
+    rendered: tuple[str, list[dict[str, Any]]], deployment: str, settings_module: str
+) -> None:
+    # Catches a misspelt variable's value or a setting combination the service refuses.
+    _, objects = rendered
+    (container,) = _of_kind(objects, "Deployment")[deployment]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    from importlib import import_module
+
+    settings = import_module(settings_module)
+    settings.Settings.from_env(_container_env(objects, container))
