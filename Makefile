@@ -44,10 +44,12 @@ STACK ?= auto
 stack_running = docker ps -q --filter "label=com.docker.compose.project=$(COMPOSE_PROJECT_NAME)" \
 	--filter label=com.docker.compose.service=postgres --filter status=running 2>/dev/null | grep -q .
 use_compose = { [ "$(STACK)" = compose ] || { [ "$(STACK)" = auto ] && $(stack_running); }; }
-# The admin's email/password from make's environment reach the container too (by name
-# only: the value never appears on a command line).
-ADMIN_ENV = $(if $(FIRST_SUPERUSER_EMAIL),-e FIRST_SUPERUSER_EMAIL) \
-	$(if $(FIRST_SUPERUSER_PASSWORD),-e FIRST_SUPERUSER_PASSWORD)
+# The admin's email/password from make's environment reach the container too: by name
+# only with Compose v2 (the value never appears on a command line); Compose v1 does not
+# look a bare name up, so there the value is passed (briefly visible in the process list).
+COMPOSE_V1 = $(shell $(COMPOSE) version --short 2>/dev/null | grep -q '^1\.' && echo yes)
+pass_env = $(if $($(1)),-e $(1)$(if $(COMPOSE_V1),="$$$(1)"))
+ADMIN_ENV = $(call pass_env,FIRST_SUPERUSER_EMAIL) $(call pass_env,FIRST_SUPERUSER_PASSWORD)
 
 migrate: ## Apply migrations: in the compose stack when it runs, else locally (SQLite in var/)
 	@if $(use_compose); then \

@@ -34,6 +34,7 @@ from gateway_service.tokens import (
 from gateway_service.tracing import UpstreamTracing
 from gateway_service.upstream_http import (
     BadResponse,
+    ConnectTimeout,
     Dropped,
     InvalidRequest,
     Unreachable,
@@ -431,7 +432,13 @@ class ProxySink:
                     description="The upstream service could not be reached.",
                     code="upstream_unreachable",
                 ) from None
-            except UpstreamTimeout:
+            except UpstreamTimeout as ex:
+                # A discovered address that vanished (a stopped replica) times out on
+                # connect until DNS drops it: skip it and, if idempotent, try the next.
+                if isinstance(ex, ConnectTimeout) and upstream.addresses and address:
+                    upstream.addresses.mark_failed(address)
+                    if attempt + 1 < attempts:
+                        continue
                 upstream.breaker.record_failure()
                 raise _timed_out() from None
             except BadResponse:

@@ -53,6 +53,10 @@ class UpstreamTimeout(UpstreamError):
     """The upstream did not connect or answer within its timeout."""
 
 
+class ConnectTimeout(UpstreamTimeout):
+    """No connection within the connect timeout (a vanished address): nothing was sent."""
+
+
 class BadResponse(UpstreamError):
     """The upstream's answer is not valid HTTP/1.1, or stopped part-way."""
 
@@ -341,7 +345,7 @@ class UpstreamPool:
         try:
             sock = socket.create_connection(self._address, timeout=self._connect_timeout)
         except TimeoutError:
-            raise UpstreamTimeout("the connection was not accepted in time") from None
+            raise ConnectTimeout("the connection was not accepted in time") from None
         except OSError:
             raise Unreachable("the upstream refused or could not be reached") from None
         try:
