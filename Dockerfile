@@ -1,9 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for both services. The default command runs the auth service; the gateway
 # runs the same image with `gunicorn -c deploy/gunicorn_gateway.conf.py` and SERVICE=gateway
 # (see docker-compose.yml). SERVICE only tells the HEALTHCHECK which port to probe.
 
 # Both stages use the same base so the venv's interpreter symlinks resolve in the final one.
+# Any Debian-based Python 3.11+ image works: a mirror's copy, or deploy/offline/'s stand-in.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder

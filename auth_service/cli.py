@@ -18,6 +18,7 @@ from auth_service import errors
 from auth_service.db.migrations import upgrade
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.security.passwords import MAX_PASSWORD_BYTES
+from auth_service.services.accounts import AccountService
 from auth_service.services.emails import canonical_email
 from auth_service.services.user_import import (
     FIELDS,
@@ -103,6 +104,25 @@ def create_admin(settings: Settings) -> int:
     if not email:
         print("error: set FIRST_SUPERUSER_EMAIL to the admin's email", file=sys.stderr)
         return 2
+    try:
+        email = canonical_email(email, field="FIRST_SUPERUSER_EMAIL")
+    except errors.InvalidEmail:
+        print("error: FIRST_SUPERUSER_EMAIL is not a valid email address", file=sys.stderr)
+        return 2
+    # Operators run this against the local default or a compose stack: say which.
+    print(f"Database: {_safe_url(settings.database_url)}", flush=True)
+    services = build_services(settings)
+    try:
+        # Checked before the prompt: nobody types a password twice for nothing.
+        if services.accounts.email_taken(email):
+            print(f"A user {email} already exists; nothing changed.")
+            return 0
+        return _create_admin(services.accounts, email)
+    finally:
+        services.engine.dispose()
+
+
+def _create_admin(accounts: AccountService, email: str) -> int:
     password = os.environ.get("FIRST_SUPERUSER_PASSWORD") or _prompt_password()
     if password is None:
         print(
@@ -117,24 +137,17 @@ def create_admin(settings: Settings) -> int:
         )
         return 2
     try:
-        email = canonical_email(email, field="FIRST_SUPERUSER_EMAIL")
-    except errors.InvalidEmail:
-        print("error: FIRST_SUPERUSER_EMAIL is not a valid email address", file=sys.stderr)
-        return 2
-    services = build_services(settings)
-    try:
-        created = services.accounts.ensure_admin(email, password)
+        created = accounts.ensure_admin(email, password)
     except errors.PasswordTooLong:
         print(
             f"error: the password is longer than {MAX_PASSWORD_BYTES} bytes of UTF-8",
             file=sys.stderr,
         )
         return 2
-    finally:
-        services.engine.dispose()
     if created:
         print(f"Created superuser {email}.")
     else:
+        # NOTE: created concurrently between the check and here.
         print(f"A user {email} already exists; nothing changed.")
     return 0
 

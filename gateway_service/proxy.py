@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import falcon
-from urllib3 import BaseHTTPResponse, Timeout
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -29,6 +29,7 @@ from authgate_common.bearer import bearer_token
 from authgate_common.problem_types import ProblemType
 from gateway_service.breaker import CLOSED, CircuitBreaker
 from gateway_service.client import ClientAddress
+from gateway_service.discovery import address_book_for, url_with_address
 from gateway_service.metrics import Metrics
 from gateway_service.middleware import new_traceparent
 from gateway_service.problems import write_problem
@@ -120,8 +121,26 @@ class Upstream:
         )
         # PERF: the hot path calls the adapter's pool itself, not Session.send (upstream.py).
         self.pool = session_pool(self.session, base_url)
+        # Service discovery (discovery.py): a DNS name's addresses in turn, a pool each.
+        self.addresses = address_book_for(
+            base_url, settings.dns_refresh_seconds, settings.breaker_reset_seconds
+        )
+        self._pools: dict[str, HTTPConnectionPool] = {}
         self.connect_timeout = settings.connect_timeout
         self.read_timeout = settings.read_timeout
+
+    def pick(self) -> tuple[str | None, HTTPConnectionPool]:
+        """The address to use next (None without discovery) and its pool."""
+        if self.addresses is None:
+            return None, self.pool
+        address = self.addresses.next_address()
+        pool = self._pools.get(address)
+        if pool is None:
+            url = url_with_address(self.base_url, address)
+            # NOTE: the same adapter (TLS, pool size, exact targets) serves every address.
+            self.session.mount(url, self.session.get_adapter(self.base_url))
+            pool = self._pools.setdefault(address, session_pool(self.session, url))
+        return address, pool
 
     def timeout(self, exchange: Exchange) -> Timeout:
         """The per-step timeouts, never past the exchange's deadline."""
@@ -416,8 +435,9 @@ class ProxySink:
         retryable = method in _IDEMPOTENT
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
+            address, pool = upstream.pick()
             try:
-                result = upstream.pool.urlopen(
+                result = pool.urlopen(
                     method,
                     exchange.target,
                     body=body,
@@ -431,6 +451,12 @@ class ProxySink:
                 )
             except _EXCHANGE_FAILURES as ex:
                 failure = _failure(ex, exchange)
+                if upstream.addresses and address and _nothing_sent(ex, failure):
+                    # A refused or vanished replica (discovery.py): skip this address; a
+                    # retry, if the method allows one, takes the next.
+                    upstream.addresses.mark_failed(address)
+                    if attempt + 1 < attempts:
+                        continue
                 # Nothing (or nothing usable) came back: safe to repeat only if idempotent.
                 if failure in ("unreachable", "dropped") and attempt + 1 < attempts:
                     continue
@@ -583,6 +609,12 @@ def _failure(ex: Exception, exchange: Exchange) -> str:
         # RemoteDisconnected is a ConnectionError: closed before any response byte.
         return "dropped"
     return "bad"
+
+
+def _nothing_sent(ex: Exception, failure: str) -> bool:
+    """Whether the exchange failed before a connection was made (refused, or no answer to
+    the connect): the address is at fault, not the request."""
+    return failure == "unreachable" or isinstance(ex, ConnectTimeoutError)
 
 
 def _failed(failure: str) -> falcon.HTTPError:

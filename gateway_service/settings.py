@@ -150,6 +150,8 @@ class Settings:
     pool_size: int = 8
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 30.0
+    # 0: off, the OS resolves upstream names per connection (see discovery.py).
+    dns_refresh_seconds: float = 0.0
     redis_timeout_seconds: float = 0.25
     hsts_max_age: int = 31536000
     access_log: bool = True
@@ -271,6 +273,9 @@ class Settings:
             ),
             redis_timeout_seconds=env.number(
                 "GATEWAY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, minimum=0.001
+            ),
+            dns_refresh_seconds=env.number(
+                "GATEWAY_DNS_REFRESH_SECONDS", d.dns_refresh_seconds, minimum=0.0
             ),
             hsts_max_age=env.integer(
                 "GATEWAY_HSTS_MAX_AGE", d.hsts_max_age, minimum=0, maximum=1 << 31

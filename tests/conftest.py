@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,6 +38,12 @@ def server_missing(name: str, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def missing_server() -> Callable[[str, str], None]:
+    """server_missing, for test modules: `from conftest import` is ambiguous in subpackages."""
+    return server_missing
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -18,7 +18,7 @@ from auth_service.security.passwords import (
     PasswordHasher,
     PasswordTooLongError,
 )
-from auth_service.services.emails import canonical_email
+from auth_service.services.emails import canonical_email, lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import LoginThrottler, clear_account
 
@@ -64,6 +64,12 @@ class AccountService:
         """Admin creation of a user with any flags."""
         _require_admin(actor)
         return self._create(new)
+
+    def email_taken(self, email: str) -> bool:
+        """Whether a user with this email (compared normalized) exists."""
+        with self._sessions() as db:
+            found = db.scalar(select(User.id).where(User.email == lookup_email(email)))
+        return found is not None
 
     def ensure_admin(self, email: str, password: str) -> bool:
         """Create a superuser unless the email is taken; whether one was created."""

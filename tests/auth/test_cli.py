@@ -125,6 +125,13 @@ def test_create_admin_creates_a_superuser_once(
     assert again.returncode == 0, again.stderr
     assert "already exists" in again.stdout
     assert ADMIN_PASSWORD not in again.stdout + again.stderr
+    assert f"Database: {migrated_env['DATABASE_URL']}" in again.stdout
+
+    # No password at all (no TTY): an existing admin is reported before any prompt.
+    no_password = {k: v for k, v in env.items() if k != "FIRST_SUPERUSER_PASSWORD"}
+    exists = run_cli("create-admin", env=no_password)
+    assert exists.returncode == 0, exists.stderr
+    assert "already exists" in exists.stdout
 
     # The admin can log in and use the admin API.
     settings = Settings(
