@@ -15,7 +15,6 @@ from functools import cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from auth_service.spec import is_email_address
 from contract_support import SPEC_PATH
 from openapi_core import Config, OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest
@@ -25,6 +24,8 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.templating.paths.exceptions import PathError
 from schemathesis_hooks import named_fields, over_bcrypt_limit
 from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from auth_service.spec import is_email_address
 
 PROBLEM_TYPE_PREFIX = "https://authgate.dev/problems/"
 # 400s that answer a schema-valid request about *state*, not validity (schemathesis.toml
