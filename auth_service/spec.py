@@ -16,18 +16,31 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.protocols import Validator
 from openapi_core import OpenAPI
 from openapi_schema_validator import OAS30ReadValidator, OAS31Validator
 
+from auth_service.services.emails import is_email_address
 from authgate_common.access import Access, operation_access
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 INTERNAL_SCHEME = "internalToken"
 SAFE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# NOTE: the same format checker openapi-core uses for OAS 3.1 (openapi-core issue #506).
-FORMAT_CHECKER = OAS30ReadValidator.FORMAT_CHECKER
+
+
+def _format_checker() -> FormatChecker:
+    # NOTE: the format checker openapi-core uses for OAS 3.1 (openapi-core issue #506),
+    # copied, with real email checks; the library's shared instance is left alone.
+    checker = FormatChecker(formats=())
+    checker.checkers = dict(OAS30ReadValidator.FORMAT_CHECKER.checkers)
+    checker.checks("email")(is_email_address)
+    checker.checks("idn-email")(is_email_address)
+    return checker
+
+
+FORMAT_CHECKER = _format_checker()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Shared pieces of the contract suite: live servers, Hypothesis profiles, auth, checks.
+"""Shared pieces of the contract suite: live servers, Schemathesis config, auth, referee.
 
 Imported by the contract tests and their conftest (pytest puts this directory on
 sys.path, as it does for tests/auth/auth_api.py). The process helpers are tests/'s
@@ -8,219 +8,83 @@ only when it collects tests/ too.
 
 from __future__ import annotations
 
+import importlib
 import os
-import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import hypothesis
 import requests
 import schemathesis
-from email_validator import EmailNotValidError, validate_email
-from hypothesis import HealthCheck, Phase, settings
 from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
-from schemathesis.auths import AuthContext, AuthProvider
-from schemathesis.checks import ALL_CHECKS
-from schemathesis.internal.checks import (
-    CheckConfig,
-    CheckContext,
-    NegativeDataRejectionConfig,
-    PositiveDataAcceptanceConfig,
-)
-from schemathesis.models import Case
-from schemathesis.specs.openapi import checks as openapi_checks
 
 SPEC_PATH = REPO / "openapi" / "auth.yaml"
+CONFIG_PATH = REPO / "schemathesis.toml"
 PYTHON = sys.executable
 
-# Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
-schemathesis.experimental.OPEN_API_3_1.enable()
-
-INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
 USER_PASSWORD = "contract user passphrase"
 
 # ---------------------------------------------------------------------------------------
-# Hypothesis profiles, chosen with CONTRACT_PROFILE=ci|deep (default ci).
+# Volume: schemathesis.toml holds the CI profile (checks, phases, modes, examples);
+# CONTRACT_PROFILE=deep (make contract-deep) raises the example and step counts.
 # ---------------------------------------------------------------------------------------
-_COMMON: dict[str, Any] = {
-    # Every request goes over the network to gunicorn (and bcrypt for login/register):
-    # per-example timing says nothing about correctness here.
-    "deadline": None,
-    # Schemathesis' strategies are large and some operations filter a lot (path ids that
-    # must be UUIDs); these health checks would fail the run on speed, not on a finding.
-    "suppress_health_check": [
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-    "print_blob": True,
-}
-settings.register_profile(
-    "contract-ci",
-    max_examples=30,
-    # Reproducible in CI: the same commit generates the same requests. Explicit examples
-    # from the spec run first, then generated ones, then shrinking of any failure.
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
-    stateful_step_count=8,
-    **_COMMON,
-)
-settings.register_profile(
-    "contract-deep",
-    max_examples=400,
-    derandomize=False,
-    stateful_step_count=40,
-    **_COMMON,
-)
-PROFILE_NAME = "contract-" + os.environ.get("CONTRACT_PROFILE", "ci").strip().lower()
-if PROFILE_NAME not in ("contract-ci", "contract-deep"):
+PROFILE = os.environ.get("CONTRACT_PROFILE", "ci").strip().lower()
+if PROFILE not in ("ci", "deep"):
     raise RuntimeError("CONTRACT_PROFILE must be 'ci' or 'deep'")
-PROFILE = settings.get_profile(PROFILE_NAME)
-# The state machine walks sequences, each costing several requests: fewer of them. Only
-# the generate phase: replaying or shrinking a sequence meets a server whose state has
-# moved on (the email is taken now), which Hypothesis reports as a flaky strategy
-# instead of the finding; the failing sequence is printed as it was run.
-STATEFUL_PROFILE = settings(
-    PROFILE,
-    max_examples=15 if PROFILE_NAME == "contract-ci" else 150,
-    phases=[Phase.generate],
-)
-
-# ---------------------------------------------------------------------------------------
-# Checks: everything Schemathesis 3.39 has that applies to a live OpenAPI service.
-# ---------------------------------------------------------------------------------------
-# What our API may answer to invalid data: a documented client error, never a 2xx/5xx.
-NEGATIVE_ALLOWED = ["400", "401", "403", "404", "409", "413", "415", "422"]
-# What it may answer to schema-valid data. Everything except 422: a 422 to data the
-# spec calls valid means the spec is looser than the service. 400 (wrong current
-# password, unknown reset token), 401 (bad credentials), 403, 404 and 409 (email taken)
-# are answers about *state*, which random valid data cannot know.
-POSITIVE_ALLOWED = ["2xx", "400", "401", "403", "404", "409"]
-_CHECK_CONFIG = CheckConfig(
-    negative_data_rejection=NegativeDataRejectionConfig(allowed_statuses=NEGATIVE_ALLOWED),
-    positive_data_acceptance=PositiveDataAcceptanceConfig(allowed_statuses=POSITIVE_ALLOWED),
-)
+DEEP = PROFILE == "deep"
+DEEP_MAX_EXAMPLES = 300
+# The state machine walks scenarios of several requests each: fewer of them.
+STATEFUL_SCENARIOS = 150 if DEEP else 15
+STATEFUL_MAX_STEPS = 40 if DEEP else 8
 
 
-def negative_data_rejection(ctx: CheckContext, response: Any, case: Case) -> bool | None:
-    """Invalid data gets one of our documented client errors (NEGATIVE_ALLOWED).
+def load_config() -> schemathesis.Config:
+    """schemathesis.toml, its hooks imported as the module the referee imports too."""
+    data = tomllib.loads(CONFIG_PATH.read_text(encoding="utf-8"))
+    # NOTE: Schemathesis would execute the `hooks` file again under another module name
+    # (registering its hooks twice) and resolves its path against the working directory,
+    # which under pytest may not be the repository root. It is on sys.path here.
+    assert data.pop("hooks") == "contract_tests/schemathesis_hooks.py"
+    importlib.import_module("schemathesis_hooks")
+    if DEEP:
+        data["generation"]["max-examples"] = DEEP_MAX_EXAMPLES
+        data["generation"]["deterministic"] = False
+    return schemathesis.Config.from_dict(data)
 
-    Unknown query parameters alone do not make a request invalid (OpenAPI cannot forbid
-    them, and the services ignore them); the stock check knows that, but Schemathesis
-    3.39 marks the *path* as negated even for operations without path parameters, which
-    defeats its own exemption. That phantom mark is dropped here, nothing else.
-    """
-    if case.meta is not None and case.meta.path_parameters and not case.operation.path_parameters:
-        case.meta = replace(case.meta, path_parameters=None)
-    return openapi_checks.negative_data_rejection(
-        replace(ctx, config=_CHECK_CONFIG), response, case
+
+def stateful_settings() -> hypothesis.settings:
+    """Hypothesis settings for the state machine (scenarios and steps by profile)."""
+    return hypothesis.settings(
+        max_examples=STATEFUL_SCENARIOS,
+        stateful_step_count=STATEFUL_MAX_STEPS,
+        # Only generation: replaying or shrinking a scenario meets a server whose state
+        # has moved on (the email is taken now), which Hypothesis reports as flaky
+        # instead of the finding; the failing scenario is printed as it was run.
+        phases=[hypothesis.Phase.generate],
+        derandomize=not DEEP,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
     )
 
-
-# bcrypt's limit is 72 *bytes* of UTF-8; JSON Schema's maxLength counts characters, so
-# the spec can only say it in prose (NewPassword's description). These fields carry it.
-NEW_PASSWORD_FIELDS = ("password", "new_password")
-BCRYPT_MAX_BYTES = 72
-
-
-def over_bcrypt_limit(case: Case) -> set[str]:
-    """The new-password fields of the body longer than 72 bytes of UTF-8."""
-    body = case.body if isinstance(case.body, dict) else {}
-    return {
-        name
-        for name in NEW_PASSWORD_FIELDS
-        if isinstance(body.get(name), str)
-        and len(body[name].encode("utf-8", "surrogatepass")) > BCRYPT_MAX_BYTES
-    }
-
-
-def unstorable_strings(case: Case) -> set[str]:
-    """Body fields holding a NUL or an unpaired surrogate: valid JSON no database can keep."""
-    body = case.body if isinstance(case.body, dict) else {}
-    found = set()
-    for name, value in body.items():
-        if not isinstance(value, str):
-            continue
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            found.add(name)
-        if "\x00" in value:
-            found.add(name)
-    return found
-
-
-def unaddressable_emails(case: Case) -> set[str]:
-    """An `email` field that has an "@" (the spec's `format: email`) but fails the syntax
-    check new addresses must pass (the Email schema's description)."""
-    body = case.body if isinstance(case.body, dict) else {}
-    value = body.get("email")
-    if not isinstance(value, str):
-        return set()
-    try:
-        validate_email(value.strip(), check_deliverability=False)
-    except EmailNotValidError:
-        return {"email"}
-    return set()
-
-
-def positive_data_acceptance(ctx: CheckContext, response: Any, case: Case) -> bool | None:
-    """Schema-valid data is never refused as invalid (POSITIVE_ALLOWED).
-
-    The documented exceptions (the spec's 422 description): a password within maxLength
-    characters but over 72 bytes, an email address that fails the syntax check, and a
-    string with a NUL or an unpaired surrogate, get a 422 — and then the problem must
-    name such a field.
-    """
-    if case.operation.method.upper() == "GET":
-        exceptions: set[str] = set()
-    else:
-        exceptions = over_bcrypt_limit(case) | unstorable_strings(case) | unaddressable_emails(case)
-    if response.status_code == 422 and exceptions:
-        fields = {error.get("field") for error in response.json().get("errors", [])}
-        assert fields & exceptions, f"this 422 must name one of {exceptions}, got {fields}"
-        return None
-    return openapi_checks.positive_data_acceptance(
-        replace(ctx, config=_CHECK_CONFIG), response, case
-    )
-
-
-# ALL_CHECKS minus the stock negative_data_rejection, which is replaced by the same check
-# configured with our statuses (its default list allows 5xx and omits 413/415).
-CHECKS = (
-    *(check for check in ALL_CHECKS if check is not openapi_checks.negative_data_rejection),
-    negative_data_rejection,
-    positive_data_acceptance,
-    # Only fire on the cases Schemathesis' coverage phase makes (a missing required
-    # header, an undeclared method); cheap, and correct for us when they do.
-    openapi_checks.missing_required_header,
-    openapi_checks.unsupported_method,
-)
-# Checks that only make sense on a sequence of calls (they follow the spec's links).
-# NOTE: ensure_resource_availability is left out on purpose: it calls any 4xx on a
-# link-fed request after a successful POST a lost resource, but our linked resources
-# are single-use by design: a refresh token already rotated gets 409/401 (docs/
-# architecture.md, "Sessions and revocation"),
-# a user already deleted by an earlier step of the walk gets 404. Reading a created
-# user back is asserted in contract_tests/test_sdk.py instead.
-STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)
 
 # ---------------------------------------------------------------------------------------
 # Authentication: a real user's token, an admin's token for admin operations.
 # ---------------------------------------------------------------------------------------
 # Admin-only operations, plus the self-or-admin ones: the spec's links hand them the ids
 # of users created by register/create_user, which only an admin may read or change.
+INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_OPERATIONS = frozenset(
     {"list_users", "create_user", "delete_user", "get_user", "update_user", "unlock_user"}
 )
@@ -242,16 +106,15 @@ def is_internal(operation: Any) -> bool:
     return "internal" in operation.get("tags", [])
 
 
-def needs_token(case: Case) -> bool:
-    """Whether the operation declares bearer security (none of ours is optional)."""
-    security = case.operation.definition.raw.get("security")
-    return bool(security)
+def operation_id(case: Any) -> str:
+    """The spec's operationId of the case's operation."""
+    return str(case.operation.definition.raw.get("operationId", ""))
 
 
-class LiveTokens(AuthProvider):
+class LiveTokens:
     """Real tokens from the service under test, logged in over HTTP (cached a while)."""
 
-    def get(self, case: Case, context: AuthContext) -> dict[str, str]:
+    def get(self, case: Any, context: Any) -> dict[str, str]:
         """Log in as the contract user and the contract admin."""
         base_url = case.operation.base_url or ""
         return {
@@ -259,91 +122,28 @@ class LiveTokens(AuthProvider):
             "admin": login(base_url, ADMIN_EMAIL, ADMIN_PASSWORD),
         }
 
-    def set(self, case: Case, data: dict[str, str], context: AuthContext) -> None:
+    def set(self, case: Any, data: dict[str, str], context: Any) -> None:
         """Send the admin's token to admin operations, the user's to the rest."""
-        if not needs_token(case):
-            return
         if is_internal(case.operation.definition.raw):
-            case.headers = {**(case.headers or {}), "X-Internal-Token": INTERNAL_TOKEN}
+            case.headers["X-Internal-Token"] = INTERNAL_TOKEN
             return
-        operation_id = case.operation.definition.raw["operationId"]
-        role = "admin" if operation_id in ADMIN_OPERATIONS else "user"
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data[role]}"}
+        if not case.operation.definition.raw.get("security"):
+            return
+        role = "admin" if operation_id(case) in ADMIN_OPERATIONS else "user"
+        case.headers["Authorization"] = f"Bearer {data[role]}"
 
 
-def attach_auth(schema: Any) -> None:
-    """Give a schema (or a from_pytest_fixture lazy schema) the live-token provider.
+def load_schema(base_url: str) -> Any:
+    """The spec as a Schemathesis schema aimed at base_url, with live tokens.
 
-    NOTE: with from_pytest_fixture the provider must sit on the lazy schema: Schemathesis
-    3.39 replaces the fixture schema's auth with the lazy one's even when that is empty.
-    The cache is keyed by base URL, so each service gets tokens it issued itself.
+    The token cache is keyed by base URL, so each service gets tokens it issued itself.
     """
+    schema = schemathesis.openapi.from_path(SPEC_PATH, config=load_config())
+    schema.config.update(base_url=base_url)
     schema.auth(
         refresh_interval=120,
         cache_by_key=lambda case, context: case.operation.base_url or "",
     )(LiveTokens)
-
-
-# RFC 9110 §5.1 field names are tokens; gunicorn refuses control characters in values
-# (RFC 9110 §5.5) with a 400 before any application code runs (a problem document, from
-# deploy/gunicorn_worker.py, tested in tests/gateway/test_gateway_worker.py).
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def http_valid_headers(context: Any, headers: dict[str, Any] | None) -> bool:
-    """Keep only header sets that HTTP/1.1 can carry.
-
-    Negative generation invents header names and values that are not HTTP at all
-    (`2*j3m: \\x0c`); gunicorn rejects those requests before either app sees them, and
-    no operation's responses could describe a request that is not HTTP. Everything HTTP
-    can carry is still generated.
-    """
-    for name, value in (headers or {}).items():
-        if not _TOKEN.match(name) or _BAD_VALUE.search(str(value)):
-            return False
-        try:
-            str(value).encode("latin-1")
-        except UnicodeEncodeError:
-            return False
-    return True
-
-
-def configure(schema: Any) -> None:
-    """Live tokens and HTTP-valid headers for a schema or a from_pytest_fixture lazy schema."""
-    attach_auth(schema)
-    schema.hooks.register("filter_headers")(http_valid_headers)
-
-
-# Valid and invalid data for every operation.
-GENERATION_METHODS = schemathesis.DataGenerationMethod.all()
-GENERATION_CONFIG = schemathesis.GenerationConfig(
-    # The Authorization header comes from LiveTokens, never from the generator: a
-    # generated (invalid) token replaced by a real one would make a "negative" case that
-    # is in fact valid. Missing and invalid tokens are still sent, by the ignored_auth
-    # check, on every authenticated operation that succeeds.
-    with_security_parameters=False,
-)
-
-
-def load_schema(base_url: str) -> schemathesis.schemas.BaseSchema:
-    """The spec as a Schemathesis schema aimed at base_url."""
-    return schemathesis.from_path(
-        str(SPEC_PATH),
-        base_url=base_url,
-        data_generation_methods=GENERATION_METHODS,
-        generation_config=GENERATION_CONFIG,
-    )
-
-
-def lazy_schema(fixture_name: str) -> Any:
-    """A from_pytest_fixture schema with our generation settings, tokens and header rules."""
-    schema = schemathesis.from_pytest_fixture(
-        fixture_name,
-        data_generation_methods=GENERATION_METHODS,
-        generation_config=GENERATION_CONFIG,
-    )
-    configure(schema)
     return schema
 
 

@@ -18,6 +18,8 @@ from contract_support import (
     login,
 )
 
+from authgate_common.problem_types import ProblemType
+
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 OPERATIONS = [
@@ -66,7 +68,7 @@ def test_every_spec_operation_is_routable(
             # SECURITY: for the gateway alone; clients get the gateway's own 404.
             refused = requests.request(method, server.url + path, headers=headers, timeout=30)
             assert refused.status_code == 404, refused.text
-            assert refused.json()["type"] == "about:blank", refused.text
+            assert refused.json()["type"] == ProblemType.NOT_FOUND.uri, refused.text
             return
     elif operation["security"]:
         headers["Authorization"] = f"Bearer {login(server.url, ADMIN_EMAIL, ADMIN_PASSWORD)}"

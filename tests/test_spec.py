@@ -483,6 +483,39 @@ def test_operation_request_body(operation: Operation) -> None:
     assert content.get("examples"), f"{name}: request body has no examples"
 
 
+def request_strings(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every string schema a client can send in `node`, with where it is."""
+    node, _ = resolve(node, where)
+    types = node.get("type", [])
+    if "string" in ([types] if isinstance(types, str) else types):
+        yield where, node
+    for name, child in node.get("properties", {}).items():
+        yield from request_strings(child, f"{where}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from request_strings(node["items"], f"{where}[]")
+
+
+def test_request_strings_refuse_nul(operation: Operation) -> None:
+    """The spec states the service's NUL rule: every request string's pattern refuses it.
+
+    auth_service/validation.py relies on this (it checks only unpaired surrogates
+    itself); a string field added without the pattern would send NUL to PostgreSQL.
+    """
+    method, path, op, item = operation
+    name = op_name(method, path, op)
+    roots = [(p["name"], p["schema"]) for p in parameters_of(op, item)]
+    if "requestBody" in op:
+        body, _ = resolve(op["requestBody"])
+        roots.append(("body", body["content"]["application/json"]["schema"]))
+    for root, schema in roots:
+        for where, string in request_strings(schema, root):
+            if "enum" in string or "const" in string:
+                continue
+            pattern = string.get("pattern")
+            assert pattern is not None, f"{name} {where}: no pattern refusing NUL"
+            assert not re.search(pattern, "te\x00xt"), f"{name} {where}: {pattern!r} allows NUL"
+
+
 def test_operation_examples_are_valid(operation: Operation) -> None:
     method, path, op, item = operation
     name = op_name(method, path, op)
