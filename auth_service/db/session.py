@@ -23,8 +23,14 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
-def make_engine(database_url: str) -> Engine:
-    """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite)."""
+def make_engine(
+    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: int = 5
+) -> Engine:
+    """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite).
+
+    A request waits at most `pool_timeout` seconds for one of the pool's
+    `pool_size + max_overflow` connections, then gets a 503 (never a 500 or a hang).
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
@@ -38,8 +44,9 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=5,
-        pool_timeout=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         connect_args=connect_args,
     )
 
