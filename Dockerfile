@@ -1,9 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for both services. The default command runs the auth service; the gateway
 # runs the same image with `gunicorn -c deploy/gunicorn_gateway.conf.py` and SERVICE=gateway
 # (see docker-compose.yml). SERVICE only tells the HEALTHCHECK which port to probe.
 
 # Both stages use the same base so the venv's interpreter symlinks resolve in the final one.
+# Any Debian-based Python 3.11+ image works: a mirror's copy, or deploy/offline/'s stand-in.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -46,9 +46,9 @@ COPY openapi ./openapi
 COPY migrations ./migrations
 COPY alembic.ini ./alembic.ini
 COPY deploy ./deploy
-# var/ holds the generated dev signing key (var/keys/) and the SQLite default; it is the
-# only writable path. A named volume mounted here inherits this ownership.
-RUN mkdir -p /app/var/keys && chown -R app:app /app/var
+# var/ holds the generated dev signing key (var/keys/), the internal API token
+# (var/internal/) and the SQLite default; it is the only writable path. A named volume mounted here inherits this ownership.
+RUN mkdir -p /app/var/keys /app/var/internal && chown -R app:app /app/var
 USER app:app
 EXPOSE 8000 8001
 # Liveness only (/healthz); urllib raises on a refused connection or a non-2xx status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -13,12 +14,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from auth_service import problems
-from auth_service.authentication import BearerAuthentication
+from auth_service.authentication import BearerAuthentication, InternalAuthentication
+from auth_service.context import AuthRequest
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
 from auth_service.operations.auth import AuthOperations
+from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.users import UserOperations
@@ -27,18 +30,21 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
+from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
-from auth_service.services.revocation import RevocationList
+from auth_service.services.revocation import RevocationFeed, RevocationList
 from auth_service.services.sessions import (
     SessionEvents,
     SessionService,
     TokenPolicy,
 )
-from auth_service.services.throttle import LoginThrottler
+from auth_service.services.throttle import Limit, LoginThrottler
 from auth_service.settings import Settings
 from auth_service.spec import Contract
 from auth_service.tracing import INSTRUMENTATION_NAME, trace_engine
 from auth_service.validation import SpecValidation
+from authgate_common.problem_types import ProblemType
+from authgate_common.secrets_file import internal_api_token
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 
 
@@ -47,11 +53,14 @@ class Services:
     """The domain services of one process, for the app and for the CLI."""
 
     engine: Engine
+    mail_engine: Engine
     key_ring: KeyRing
     accounts: AccountService
     sessions: SessionService
     password_resets: PasswordResetService
     revocations: RevocationList
+    mail_sender: MailSender
+    revocation_feed: RevocationFeed
 
 
 def build_services(
@@ -59,6 +68,7 @@ def build_services(
     *,
     mailer: Mailer | None = None,
     session_events: SessionEvents | None = None,
+    mail_events: DeliveryEvents | None = None,
     tracer_provider: TracerProvider | None = None,
 ) -> Services:
     """Open the pool, load the keys and build the services (once per process)."""
@@ -71,6 +81,12 @@ def build_services(
     if tracer_provider is not None:
         trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)
+    # SECURITY: a mail waits in the outbox with its reset link in clear until it is sent;
+    # what writes or reads the outbox runs on an engine that never logs its parameters.
+    mail_engine = make_engine(settings.database_url, hide_parameters=True)
+    if tracer_provider is not None:
+        trace_engine(mail_engine, tracer_provider)
+    mail_db = make_sessionmaker(mail_engine)
     hasher = PasswordHasher(settings.bcrypt_rounds)
     key_ring = KeyRing.load(
         settings.jwt_algorithm,
@@ -89,31 +105,53 @@ def build_services(
     )
     throttler = LoginThrottler(
         db,
-        max_failures=settings.login_max_failures,
-        lockout_seconds=settings.login_lockout_seconds,
+        per_address=Limit(settings.login_max_failures, settings.login_lockout_seconds),
+        per_account=Limit(
+            settings.login_max_failures_per_account, settings.login_account_window_seconds
+        ),
+    )
+    # NOTE: a reset request rings it, so this process's sender resolves it at once.
+    doorbell = threading.Event()
+    password_resets = PasswordResetService(
+        db,
+        hasher,
+        revocations,
+        mail_sessions=mail_db,
+        reset_url=settings.password_reset_url,
+        token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
+        doorbell=doorbell,
     )
 
     return Services(
         engine=engine,
+        mail_engine=mail_engine,
         key_ring=key_ring,
         accounts=AccountService(
             db,
             hasher,
             revocations,
+            throttler,
             allow_registration=settings.allow_registration,
         ),
         sessions=SessionService(
             db, hasher, key_ring, policy, revocations, throttler, events=session_events
         ),
-        password_resets=PasswordResetService(
-            db,
-            hasher,
-            mailer or make_mailer(settings),
-            revocations,
-            reset_url=settings.password_reset_url,
-            token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
-        ),
+        password_resets=password_resets,
         revocations=revocations,
+        mail_sender=MailSender(
+            mail_db,
+            mailer or make_mailer(settings),
+            RetryPolicy(
+                base_seconds=settings.mail_retry_base_seconds,
+                max_seconds=settings.mail_retry_max_seconds,
+                max_attempts=settings.mail_max_attempts,
+            ),
+            producers=[password_resets.process_requests],
+            events=mail_events,
+            poll_seconds=settings.mail_poll_seconds,
+            doorbell=doorbell,
+        ),
+        revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
     )
 
 
@@ -131,18 +169,40 @@ def make_mailer(settings: Settings) -> Mailer:
     )
 
 
+@dataclass(frozen=True)
+class AuthService:
+    """The WSGI app and the mail sender that runs beside it (started by the caller)."""
+
+    app: falcon.App[falcon.Request, falcon.Response]
+    mail_sender: MailSender
+
+
 def create_app(
     settings: Settings,
     *,
     mailer: Mailer | None = None,
     contract: Contract | None = None,
     tracer_provider: TracerProvider | None = None,
-) -> falcon.App[falcon.Request, falcon.Response]:
+) -> falcon.App[AuthRequest, falcon.Response]:
+    """Build the auth service's WSGI app (its mail sender is not started)."""
+    return create_service(
+        settings, mailer=mailer, contract=contract, tracer_provider=tracer_provider
+    ).app
+
+
+def create_service(
+    settings: Settings,
+    *,
+    mailer: Mailer | None = None,
+    contract: Contract | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> AuthService:
     """Build the auth service's WSGI app; refuses to start if spec and responders drift.
 
     Tests pass an already loaded `contract`: validating the spec takes about a second.
     Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
-    is set; otherwise no tracing code runs at all.
+    is set; otherwise no tracing code runs at all. The mail sender is returned unstarted:
+    threads belong in the process that serves (a gunicorn worker), not where apps are built.
     """
     contract = contract or Contract.from_file(settings.spec_path)
     if tracer_provider is None:
@@ -151,13 +211,19 @@ def create_app(
         )
     metrics = Metrics(settings.prometheus_multiproc_dir)
     services = build_services(
-        settings, mailer=mailer, session_events=metrics, tracer_provider=tracer_provider
+        settings,
+        mailer=mailer,
+        session_events=metrics,
+        mail_events=metrics,
+        tracer_provider=tracer_provider,
     )
+    metrics.watch_backlog(services.mail_sender.backlog)
     middleware: list[Any] = []
     if tracer_provider is not None:
         # First, so its span is current for everything after it and ends last.
         middleware.append(RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
     app = falcon.App(
+        request_type=AuthRequest,
         middleware=[
             *middleware,
             RequestContext(metrics, settings.trusted_proxies),
@@ -167,6 +233,9 @@ def create_app(
                 issuer=settings.jwt_issuer,
                 audience=settings.jwt_audience,
                 load_principal=services.sessions.principal,
+            ),
+            InternalAuthentication(
+                contract, internal_api_token(settings.internal_api_token, settings.var_dir)
             ),
             SpecValidation(
                 contract, settings.response_validation, on_breach=metrics.contract_breach
@@ -188,6 +257,7 @@ def create_app(
             ),
             UserOperations(services.accounts),
             KeyOperations(services.key_ring),
+            InternalOperations(services.revocation_feed),
             OpsOperations(
                 contract,
                 {
@@ -199,7 +269,7 @@ def create_app(
         ],
     )
     app.add_route(ASSETS_ROUTE, DocsAssets())
-    return app
+    return AuthService(app=app, mail_sender=services.mail_sender)
 
 
 def _database_ready(engine: Engine) -> bool:
@@ -220,9 +290,7 @@ def _database_unavailable(
     )
     if lost:
         raise problems.HTTPProblem(
-            503,
-            code="database-unavailable",
-            title="Service Unavailable",
+            ProblemType.DATABASE_UNAVAILABLE,
             detail="The database is unavailable; retry shortly.",
             headers={"Retry-After": "5"},
         )

@@ -1,18 +1,36 @@
-"""Operator commands: `migrate` and `create-admin` (python -m auth_service.cli --help)."""
+"""Operator commands: `migrate`, `create-admin`, `import-users` and `send-mail`
+(python -m auth_service.cli --help)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
+import signal
 import sys
+import uuid
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from auth_service import errors
 from auth_service.db.migrations import upgrade
+from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.security.passwords import MAX_PASSWORD_BYTES
-from auth_service.services.accounts import normalize_email
+from auth_service.services.accounts import AccountService
+from auth_service.services.emails import canonical_email
+from auth_service.services.user_import import (
+    FIELDS,
+    FORMATS,
+    ImportFileError,
+    ImportPlan,
+    check_rows,
+    detect_format,
+    import_users,
+    parse_rows,
+    read_text,
+)
 from auth_service.settings import Settings, SettingsError
 
 MIN_PASSWORD_CHARS = 8
@@ -28,6 +46,33 @@ def main(argv: list[str] | None = None) -> int:
         help="create the first superuser from FIRST_SUPERUSER_EMAIL and "
         "FIRST_SUPERUSER_PASSWORD (prompted for when unset); does nothing if it exists",
     )
+    importer = commands.add_parser(
+        "import-users",
+        help="import users with their password hashes from the monolith (CSV or JSON lines)",
+        description=f"Import users from FILE: CSV with a header, or JSON lines, with the fields "
+        f"{', '.join(FIELDS)} (email and hashed_password required). Hashes may be bcrypt "
+        "($2a$/$2b$) or argon2id; each is replaced by this service's bcrypt on the user's "
+        "first login. Users whose email exists are skipped. Any invalid row means nothing "
+        "is written (exit status 1); fix the file and run again.",
+    )
+    importer.add_argument("file", type=Path, help="the CSV or JSON-lines file")
+    importer.add_argument(
+        "--dry-run", action="store_true", help="check the file and report; write nothing"
+    )
+    importer.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="the file's format (default: from the extension, else from the content)",
+    )
+    send = commands.add_parser(
+        "send-mail",
+        help="deliver the mail outbox once, printing progress (--forever: keep delivering)",
+    )
+    send.add_argument(
+        "--forever",
+        action="store_true",
+        help="keep delivering (every MAIL_POLL_SECONDS) until SIGTERM or Ctrl-C",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -36,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         return migrate(settings)
+    if args.command == "import-users":
+        return import_users_from(settings, args.file, dry_run=args.dry_run, file_format=args.format)
+    if args.command == "send-mail":
+        return send_mail(settings, forever=args.forever)
     return create_admin(settings)
 
 
@@ -55,6 +104,25 @@ def create_admin(settings: Settings) -> int:
     if not email:
         print("error: set FIRST_SUPERUSER_EMAIL to the admin's email", file=sys.stderr)
         return 2
+    try:
+        email = canonical_email(email, field="FIRST_SUPERUSER_EMAIL")
+    except errors.InvalidEmail:
+        print("error: FIRST_SUPERUSER_EMAIL is not a valid email address", file=sys.stderr)
+        return 2
+    # Operators run this against the local default or a compose stack: say which.
+    print(f"Database: {_safe_url(settings.database_url)}", flush=True)
+    services = build_services(settings)
+    try:
+        # Checked before the prompt: nobody types a password twice for nothing.
+        if services.accounts.email_taken(email):
+            print(f"A user {email} already exists; nothing changed.")
+            return 0
+        return _create_admin(services.accounts, email)
+    finally:
+        services.engine.dispose()
+
+
+def _create_admin(accounts: AccountService, email: str) -> int:
     password = os.environ.get("FIRST_SUPERUSER_PASSWORD") or _prompt_password()
     if password is None:
         print(
@@ -68,22 +136,95 @@ def create_admin(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    services = build_services(settings)
     try:
-        created = services.accounts.ensure_admin(email, password)
+        created = accounts.ensure_admin(email, password)
     except errors.PasswordTooLong:
         print(
             f"error: the password is longer than {MAX_PASSWORD_BYTES} bytes of UTF-8",
             file=sys.stderr,
         )
         return 2
-    finally:
-        services.engine.dispose()
     if created:
-        print(f"Created superuser {normalize_email(email)}.")
+        print(f"Created superuser {email}.")
     else:
-        print(f"A user {normalize_email(email)} already exists; nothing changed.")
+        # NOTE: created concurrently between the check and here.
+        print(f"A user {email} already exists; nothing changed.")
     return 0
+
+
+def import_users_from(
+    settings: Settings, path: Path, *, dry_run: bool, file_format: str | None
+) -> int:
+    """Check every row, then import all of them in one transaction, or nothing."""
+    try:
+        text = read_text(path)
+        file_format = file_format or detect_format(path, text)
+        print(f"Checking {path} ({file_format.upper()}) ...", flush=True)
+        plan = check_rows(parse_rows(text, file_format))
+    except ImportFileError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
+    for error in plan.errors:
+        print(str(error), file=sys.stderr)
+    engine = make_engine(settings.database_url)
+    try:
+        result = import_users(
+            make_sessionmaker(engine), plan, dry_run=dry_run, progress=_print_progress
+        )
+    finally:
+        engine.dispose()
+    print(_summary(plan, result.created, result.skipped_existing, dry_run=dry_run))
+    if plan.errors:
+        print(
+            f"error: {len(plan.errors)} problem(s) in the file; nothing was written. "
+            "Fix the lines above and run again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _summary(plan: ImportPlan, created: int, skipped: int, *, dry_run: bool) -> str:
+    counts = f"{skipped} skipped (email exists), {plan.invalid_rows} invalid, of {plan.rows} rows"
+    if dry_run:
+        return f"Dry run, nothing written: {created} to create, {counts}."
+    if plan.errors:
+        return f"Nothing written: {created} to create, {counts}."
+    return f"Done: {created} created, {counts}."
+
+
+def _print_progress(done: int, total: int) -> None:
+    print(f"  written {done} of {total} users", flush=True)
+
+
+def send_mail(settings: Settings, *, forever: bool) -> int:
+    """Deliver the outbox from this process, beside or instead of the workers' senders."""
+    from auth_service.app import build_services
+
+    services = build_services(settings)
+    sender = services.mail_sender
+    try:
+        if forever:
+            print("Delivering the mail outbox until stopped (SIGTERM or Ctrl-C) ...", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: sender.stop())
+            with contextlib.suppress(KeyboardInterrupt):
+                sender.run()
+            return 0
+        report = sender.drain(progress=_print_delivery)
+        backlog = sender.backlog()
+    finally:
+        services.mail_engine.dispose()
+        services.engine.dispose()
+    pending = "unknown" if backlog is None else str(backlog.mail)
+    print(
+        f"Done: {report.prepared} reset request(s) became mail; sent {report.sent}, "
+        f"to retry {report.retry}, failed for good {report.failed}; still pending: {pending}."
+    )
+    return 0
+
+
+def _print_delivery(row_id: uuid.UUID, outcome: str) -> None:
+    print(f"mail {row_id}: {outcome}", flush=True)
 
 
 def _prompt_password() -> str | None:

@@ -1,75 +1,104 @@
-"""Domain errors raised by services; each carries a stable code and an HTTP status.
+"""Domain errors raised by services; each names its registered problem type.
 
-Services never import Falcon: `problems.py` turns these into problem+json responses.
+Services never import Falcon: `problems.py` turns these into problem+json responses with
+the type's status and title (authgate_common/problem_types.py).
 """
 
 from __future__ import annotations
+
+from authgate_common.problem_types import ProblemType
 
 
 class DomainError(Exception):
     """Base of every failure a client may be told about."""
 
-    status: int = 400
-    code: str = "bad-request"
-    title: str = "Bad request"
+    problem: ProblemType = ProblemType.BAD_REQUEST
 
     def __init__(self, detail: str | None = None, *, field: str | None = None) -> None:
-        super().__init__(detail or self.title)
+        super().__init__(detail or self.problem.problem_title)
         self.detail = detail
         self.field = field
 
+    def field_errors(self) -> list[dict[str, str]] | None:
+        """The problem's `errors` entries: the one field this error is about, if any."""
+        if not self.field:
+            return None
+        message = self.detail or self.problem.problem_title
+        return [{"field": self.field, "code": self.problem.slug, "message": message}]
+
 
 class RegistrationDisabled(DomainError):
-    status, code, title = 403, "registration-disabled", "Registration is disabled"
+    problem = ProblemType.REGISTRATION_DISABLED
 
 
 class EmailTaken(DomainError):
-    status, code, title = 409, "email-taken", "Email already registered"
+    problem = ProblemType.EMAIL_TAKEN
 
 
 class InvalidCredentials(DomainError):
-    status, code, title = 401, "invalid-credentials", "Invalid email or password"
+    problem = ProblemType.INVALID_CREDENTIALS
 
 
 class InactiveUser(DomainError):
-    status, code, title = 403, "inactive-user", "Account is inactive"
+    problem = ProblemType.INACTIVE_USER
 
 
 class LoginThrottled(DomainError):
-    status, code, title = 429, "login-throttled", "Too many failed logins"
+    problem = ProblemType.LOGIN_THROTTLED
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__("Too many failed login attempts; try again later.")
+        super().__init__("Too many failed login attempts; try again later or reset your password.")
         self.retry_after = retry_after
 
 
 class InvalidRefreshToken(DomainError):
-    status, code, title = 401, "invalid-refresh-token", "Invalid refresh token"
+    problem = ProblemType.INVALID_REFRESH_TOKEN
 
 
 class RefreshRace(DomainError):
-    status, code, title = 409, "refresh-token-rotated", "Refresh token was just rotated"
+    problem = ProblemType.REFRESH_TOKEN_ROTATED
 
 
 class InvalidResetToken(DomainError):
-    status, code, title = 400, "invalid-reset-token", "Invalid or expired reset token"
+    problem = ProblemType.INVALID_RESET_TOKEN
 
 
 class WrongPassword(DomainError):
-    status, code, title = 400, "wrong-password", "Current password is wrong"
+    problem = ProblemType.WRONG_PASSWORD
 
 
 class PasswordTooLong(DomainError):
-    status, code, title = 422, "password-too-long", "Password is too long"
+    problem = ProblemType.PASSWORD_TOO_LONG
+
+
+class InvalidEmail(DomainError):
+    """Not an email address: the same 422 as a schema violation of the field."""
+
+    problem = ProblemType.VALIDATION_ERROR
+
+    def __init__(self, *, field: str) -> None:
+        super().__init__(f"Invalid fields: {field}", field=field)
+        self.field_name = field
+
+    def field_errors(self) -> list[dict[str, str]]:
+        """One `format` error, worded like the schema's own (the input is never echoed)."""
+        message = "must be a valid email"
+        return [{"field": self.field_name, "code": "format", "message": message}]
 
 
 class Forbidden(DomainError):
-    status, code, title = 403, "forbidden", "Not allowed"
+    problem = ProblemType.FORBIDDEN
 
 
 class UserNotFound(DomainError):
-    status, code, title = 404, "user-not-found", "User not found"
+    problem = ProblemType.USER_NOT_FOUND
 
 
 class LastSuperuser(DomainError):
-    status, code, title = 409, "last-superuser", "Cannot remove the last active superuser"
+    problem = ProblemType.LAST_SUPERUSER
+
+
+class InvalidCursor(DomainError):
+    """A cursor this service did not issue: the same 422 as the spec's pattern gives."""
+
+    problem = ProblemType.VALIDATION_ERROR

@@ -8,6 +8,9 @@ directory, and `/metrics` sums all workers' files into a fresh registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -17,7 +20,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from authgate_common.tracing import known_method
 
@@ -27,6 +32,46 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "(unmatched)"
 LOGIN_OUTCOMES = ("success", "bad_credentials", "inactive", "throttled")
 REFRESH_OUTCOMES = ("rotated", "race", "reuse", "invalid")
+MAIL_OUTCOMES = ("sent", "retry", "failed")
+
+
+class Backlog(Protocol):
+    """Work waiting in the database (auth_service.services.outbox.Backlog)."""
+
+    @property
+    def mail(self) -> int:
+        """Mails not yet sent nor given up on."""
+
+    @property
+    def reset_requests(self) -> int:
+        """Reset requests not yet resolved."""
+
+
+class BacklogCollector(Collector):
+    """Gauges read from the database at scrape time: one truth for every worker.
+
+    NOTE: a gauge kept in process memory would differ per worker (and multiprocess mode
+    would sum the copies); the count of rows is the same whichever worker is asked.
+    """
+
+    def __init__(self, read: Callable[[], Backlog | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the backlog gauges; none when the database does not answer."""
+        backlog = self._read()
+        if backlog is None:
+            return
+        yield GaugeMetricFamily(
+            "authgate_mail_outbox_backlog",
+            "Mails in the outbox not yet sent nor given up on.",
+            value=backlog.mail,
+        )
+        yield GaugeMetricFamily(
+            "authgate_password_reset_requests_backlog",
+            "Password-reset requests the mail sender has not resolved yet.",
+            value=backlog.reset_requests,
+        )
 
 
 class Metrics:
@@ -64,12 +109,22 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
+        self.mail_deliveries = Counter(
+            "authgate_mail_deliveries",
+            "Outbox delivery attempts by outcome: sent, retry (failed, tried again later), "
+            "failed (gave up after MAIL_MAX_ATTEMPTS).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._backlog: BacklogCollector | None = None
         # NOTE: every outcome is exported from the start (at 0), so rate() and alerts see
         # a series before the first event rather than "no data".
         for outcome in LOGIN_OUTCOMES:
             self.logins.labels(outcome)
         for outcome in REFRESH_OUTCOMES:
             self.refreshes.labels(outcome)
+        for outcome in MAIL_OUTCOMES:
+            self.mail_deliveries.labels(outcome)
         if multiprocess_dir is None:
             # Process metrics only make sense for one process; multiprocess mode has none.
             ProcessCollector(registry=registry)
@@ -90,6 +145,16 @@ class Metrics:
         """Count one refresh attempt (one of REFRESH_OUTCOMES)."""
         self.refreshes.labels(outcome).inc()
 
+    def mail_delivery(self, outcome: str) -> None:
+        """Count one outbox delivery attempt (one of MAIL_OUTCOMES)."""
+        self.mail_deliveries.labels(outcome).inc()
+
+    def watch_backlog(self, read: Callable[[], Backlog | None]) -> None:
+        """Export the database backlog `read` returns at every scrape."""
+        self._backlog = BacklogCollector(read)
+        if self._multiprocess_dir is None:
+            self.registry.register(self._backlog)
+
     def contract_breach(self, operation_id: str) -> None:
         """Count one response that broke the spec."""
         self.contract_breaches.labels(operation_id).inc()
@@ -102,4 +167,6 @@ class Metrics:
         # all workers (dead ones' counters included) are read and summed each time.
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self._multiprocess_dir)
+        if self._backlog is not None:
+            registry.register(self._backlog)
         return generate_latest(registry)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http
 import json
 import logging
 from typing import Any
@@ -10,62 +9,50 @@ from typing import Any
 import falcon
 
 from auth_service import errors
+from authgate_common.problem_types import ProblemType, problem_document
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://authgate.dev/problems/"
 
 log = logging.getLogger(__name__)
 
 
 class HTTPProblem(falcon.HTTPError):
-    """An HTTP error with a stable machine-readable code and optional field errors."""
+    """An HTTP error of a registered problem type, with optional field errors."""
 
     def __init__(
         self,
-        status: int,
+        problem: ProblemType,
         *,
-        code: str,
-        title: str,
         detail: str | None = None,
         field_errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status, title=title, description=detail, headers=headers)
-        # NOTE: Falcon's own `code` is an int; ours is the stable problem type's slug.
-        self.problem_code = code
+        if problem.status is None:
+            raise ValueError(f"{problem.slug}: only the gateway relays an upstream's status")
+        super().__init__(
+            problem.status, title=problem.problem_title, description=detail, headers=headers
+        )
+        self.problem = problem
         self.field_errors = field_errors
 
 
-def unauthorized(code: str, detail: str, *, invalid_token: bool) -> HTTPProblem:
+def unauthorized(problem: ProblemType, detail: str, *, invalid_token: bool) -> HTTPProblem:
     """Build a 401 with the RFC 6750 challenge (error="invalid_token" when one was sent)."""
     challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
-    return HTTPProblem(
-        401,
-        code=code,
-        title="Unauthorized",
-        detail=detail,
-        headers={"WWW-Authenticate": challenge},
-    )
+    return HTTPProblem(problem, detail=detail, headers={"WWW-Authenticate": challenge})
 
 
 def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]:
     """The RFC 9457 document for an error; never includes the client's input."""
-    status = error.status_code
-    code: str | None = getattr(error, "problem_code", None)
-    title = error.title or ""
-    if not title or title[:3].isdigit():
-        # NOTE: Falcon's own errors use the status line ("404 Not Found") as title.
-        title = http.HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + code if code else "about:blank",
-        "title": title,
-        "status": status,
-    }
-    if error.description:
-        body["detail"] = error.description
-    request_id = getattr(req.context, "request_id", None)
-    if request_id:
-        body["request_id"] = request_id
+    if isinstance(error, HTTPProblem):
+        problem = error.problem
+    else:
+        problem = ProblemType.for_status(error.status_code)
+    body = problem_document(
+        problem,
+        detail=error.description if problem.status == error.status_code else None,
+        request_id=req.context.request_id,
+    )
     field_errors = getattr(error, "field_errors", None)
     if field_errors:
         body["errors"] = field_errors
@@ -73,9 +60,11 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
 
 
 def serialize_problem(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """Falcon error serializer: every HTTPError leaves as problem+json."""
+    """Falcon error serializer: every HTTPError leaves as problem+json of a registered type."""
+    body = problem_body(req, error)
+    resp.status = body["status"]
     resp.content_type = PROBLEM_CONTENT_TYPE
-    resp.text = json.dumps(problem_body(req, error))
+    resp.text = json.dumps(body)
     resp.append_header("Vary", "Accept")
 
 
@@ -84,21 +73,13 @@ def handle_domain_error(
 ) -> None:
     """Turn a service's domain error into its problem response."""
     headers = {}
-    if ex.status == 401:
+    if ex.problem.status == 401:
         # NOTE: RFC 9110 §15.5.2: every 401 carries a challenge, login failures included.
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
-    field_errors = None
-    if ex.field:
-        field_errors = [{"field": ex.field, "code": ex.code, "message": ex.detail or ex.title}]
     raise HTTPProblem(
-        ex.status,
-        code=ex.code,
-        title=ex.title,
-        detail=ex.detail,
-        field_errors=field_errors,
-        headers=headers or None,
+        ex.problem, detail=ex.detail, field_errors=ex.field_errors(), headers=headers or None
     )
 
 
@@ -109,12 +90,12 @@ def handle_unexpected_error(
     log.error(
         "unhandled error",
         exc_info=ex,
-        extra={"request_id": getattr(req.context, "request_id", None)},
+        extra={"request_id": req.context.request_id},
     )
-    raise HTTPProblem(500, code="internal-error", title="Internal Server Error")
+    raise HTTPProblem(ProblemType.INTERNAL_ERROR)
 
 
-def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
+def install(app: falcon.App[Any, falcon.Response]) -> None:
     """Route every error through the problem+json writer."""
     app.set_error_serializer(serialize_problem)
     app.add_error_handler(Exception, handle_unexpected_error)

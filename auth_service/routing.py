@@ -44,7 +44,7 @@ def check_drift(contract: Contract, available: dict[str, Callable[..., Any]]) ->
 
 
 def add_spec_routes(
-    app: falcon.App[falcon.Request, falcon.Response], contract: Contract, handlers: Iterable[object]
+    app: falcon.App[Any, falcon.Response], contract: Contract, handlers: Iterable[object]
 ) -> None:
     """Add one Falcon route per spec path, its on_<method> being the named responder."""
     available = responders(handlers)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
+from authgate_common.env import EnvError, EnvReader, Network
+from authgate_common.secrets_file import MIN_INTERNAL_TOKEN_LENGTH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VAR_DIR = REPO_ROOT / "var"
@@ -18,13 +19,13 @@ DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_VAR_DIR / 'authgate.db'}"
 RESPONSE_VALIDATION_MODES = ("strict", "log", "off")
 
 
-class SettingsError(ValueError):
+class SettingsError(EnvError):
     """A setting is missing or invalid; the message names the variable."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the auth service can be configured with (DESIGN §8)."""
+    """Everything the auth service can be configured with (all in .env.example)."""
 
     database_url: str = DEFAULT_DATABASE_URL
     database_pool_size: int = 5
@@ -54,13 +55,21 @@ class Settings:
     smtp_starttls: bool = False
     password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105 - a URL
     password_reset_token_expire_minutes: int = 30
+    mail_retry_base_seconds: int = 10
+    mail_retry_max_seconds: int = 3600
+    mail_max_attempts: int = 12
+    mail_poll_seconds: int = 5
+    mail_sender_in_process: bool = True
     login_max_failures: int = 5
     login_lockout_seconds: int = 900
-    trusted_proxies: tuple[str, ...] = ()
+    login_max_failures_per_account: int = 100
+    login_account_window_seconds: int = 3600
+    trusted_proxies: tuple[Network, ...] = ()
     log_format: str = "json"
     prometheus_multiproc_dir: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "authgate-auth"
+    internal_api_token: str | None = field(default=None, repr=False)
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -71,62 +80,100 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and check every setting; raise SettingsError naming the bad variable."""
         env = os.environ if env is None else env
-        read = _Reader(env)
+        read = EnvReader(env, SettingsError)
+        d = cls()  # the defaults are the fields' own, written once
         var_dir = Path(read.text("AUTHGATE_VAR_DIR", str(DEFAULT_VAR_DIR)))
         settings = cls(
             database_url=read.text("DATABASE_URL", f"sqlite:///{var_dir / 'authgate.db'}"),
-            database_pool_size=read.integer("DATABASE_POOL_SIZE", 5, minimum=1, maximum=1000),
+            database_pool_size=read.integer(
+                "DATABASE_POOL_SIZE", d.database_pool_size, minimum=1, maximum=1000
+            ),
             database_max_overflow=read.integer(
-                "DATABASE_MAX_OVERFLOW", 10, minimum=0, maximum=1000
+                "DATABASE_MAX_OVERFLOW", d.database_max_overflow, minimum=0, maximum=1000
             ),
             database_pool_timeout_seconds=read.integer(
-                "DATABASE_POOL_TIMEOUT_SECONDS", 5, minimum=1, maximum=60
+                "DATABASE_POOL_TIMEOUT_SECONDS",
+                d.database_pool_timeout_seconds,
+                minimum=1,
+                maximum=60,
             ),
             redis_url=read.optional("REDIS_URL"),
-            port=read.integer("AUTH_PORT", 8001, minimum=1, maximum=65535),
+            port=read.integer("AUTH_PORT", d.port, minimum=1, maximum=65535),
             spec_path=Path(read.text("OPENAPI_SPEC_PATH", str(DEFAULT_SPEC_PATH))),
             var_dir=var_dir,
-            jwt_algorithm=read.choice("JWT_ALGORITHM", "RS256", ALGORITHMS),
+            jwt_algorithm=read.choice("JWT_ALGORITHM", d.jwt_algorithm, ALGORITHMS),
             jwt_private_key_file=read.optional("JWT_PRIVATE_KEY_FILE"),
             jwt_previous_public_key_files=read.csv("JWT_PREVIOUS_PUBLIC_KEY_FILES"),
             jwt_secret=read.optional("JWT_SECRET"),
-            jwt_issuer=read.text("JWT_ISSUER", "authgate"),
-            jwt_audience=read.text("JWT_AUDIENCE", "authgate-api"),
+            jwt_issuer=read.text("JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=read.text("JWT_AUDIENCE", d.jwt_audience),
             access_token_expire_minutes=read.integer(
-                "ACCESS_TOKEN_EXPIRE_MINUTES", 60, minimum=1, maximum=24 * 60
+                "ACCESS_TOKEN_EXPIRE_MINUTES",
+                d.access_token_expire_minutes,
+                minimum=1,
+                maximum=24 * 60,
             ),
             refresh_token_expire_days=read.integer(
-                "REFRESH_TOKEN_EXPIRE_DAYS", 7, minimum=1, maximum=365
+                "REFRESH_TOKEN_EXPIRE_DAYS", d.refresh_token_expire_days, minimum=1, maximum=365
             ),
             refresh_reuse_grace_seconds=read.integer(
-                "REFRESH_REUSE_GRACE_SECONDS", 10, minimum=0, maximum=300
+                "REFRESH_REUSE_GRACE_SECONDS", d.refresh_reuse_grace_seconds, minimum=0, maximum=300
             ),
             response_validation=read.choice(
-                "RESPONSE_VALIDATION", "strict", RESPONSE_VALIDATION_MODES
+                "RESPONSE_VALIDATION", d.response_validation, RESPONSE_VALIDATION_MODES
             ),
-            bcrypt_rounds=read.integer("BCRYPT_ROUNDS", 12, minimum=4, maximum=31),
-            allow_registration=read.boolean("ALLOW_REGISTRATION", True),
+            bcrypt_rounds=read.integer("BCRYPT_ROUNDS", d.bcrypt_rounds, minimum=4, maximum=31),
+            allow_registration=read.boolean("ALLOW_REGISTRATION", d.allow_registration),
             smtp_host=read.optional("SMTP_HOST"),
-            smtp_port=read.integer("SMTP_PORT", 25, minimum=1, maximum=65535),
-            smtp_from=read.text("SMTP_FROM", "authgate@localhost"),
+            smtp_port=read.integer("SMTP_PORT", d.smtp_port, minimum=1, maximum=65535),
+            smtp_from=read.text("SMTP_FROM", d.smtp_from),
             smtp_username=read.optional("SMTP_USERNAME"),
             smtp_password=read.optional("SMTP_PASSWORD"),
-            smtp_starttls=read.boolean("SMTP_STARTTLS", False),
-            password_reset_url=read.text(
-                "PASSWORD_RESET_URL", "http://localhost:8000/reset-password"
-            ),
+            smtp_starttls=read.boolean("SMTP_STARTTLS", d.smtp_starttls),
+            password_reset_url=read.text("PASSWORD_RESET_URL", d.password_reset_url),
             password_reset_token_expire_minutes=read.integer(
-                "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES", 30, minimum=1, maximum=24 * 60
+                "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES",
+                d.password_reset_token_expire_minutes,
+                minimum=1,
+                maximum=24 * 60,
             ),
-            login_max_failures=read.integer("LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
+            login_max_failures=read.integer(
+                "LOGIN_MAX_FAILURES", d.login_max_failures, minimum=1, maximum=1000
+            ),
+            mail_retry_base_seconds=read.integer(
+                "MAIL_RETRY_BASE_SECONDS", d.mail_retry_base_seconds, minimum=1, maximum=3600
+            ),
+            mail_retry_max_seconds=read.integer(
+                "MAIL_RETRY_MAX_SECONDS", d.mail_retry_max_seconds, minimum=1, maximum=86400
+            ),
+            mail_max_attempts=read.integer(
+                "MAIL_MAX_ATTEMPTS", d.mail_max_attempts, minimum=1, maximum=100
+            ),
+            mail_poll_seconds=read.integer(
+                "MAIL_POLL_SECONDS", d.mail_poll_seconds, minimum=1, maximum=3600
+            ),
+            mail_sender_in_process=read.boolean("MAIL_SENDER_IN_PROCESS", d.mail_sender_in_process),
             login_lockout_seconds=read.integer(
-                "LOGIN_LOCKOUT_SECONDS", 900, minimum=1, maximum=86400
+                "LOGIN_LOCKOUT_SECONDS", d.login_lockout_seconds, minimum=1, maximum=86400
             ),
-            trusted_proxies=read.csv("TRUSTED_PROXIES"),
-            log_format=read.choice("LOG_FORMAT", "json", ("json", "console")),
+            login_max_failures_per_account=read.integer(
+                "LOGIN_MAX_FAILURES_PER_ACCOUNT",
+                d.login_max_failures_per_account,
+                minimum=1,
+                maximum=1_000_000,
+            ),
+            login_account_window_seconds=read.integer(
+                "LOGIN_ACCOUNT_WINDOW_SECONDS",
+                d.login_account_window_seconds,
+                minimum=1,
+                maximum=7 * 86400,
+            ),
+            trusted_proxies=read.networks("TRUSTED_PROXIES"),
+            log_format=read.choice("LOG_FORMAT", d.log_format, ("json", "console")),
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            otel_service_name=read.text("OTEL_SERVICE_NAME", "authgate-auth"),
+            otel_service_name=read.text("OTEL_SERVICE_NAME", d.otel_service_name),
+            internal_api_token=read.optional("INTERNAL_API_TOKEN"),
         )
         settings.check()
         return settings
@@ -146,55 +193,8 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
-        for cidr in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise SettingsError(f"TRUSTED_PROXIES has an invalid CIDR: {cidr!r}") from None
-
-
-class _Reader:
-    """Typed access to environment variables with errors that name the variable."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def optional(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def text(self, name: str, default: str) -> str:
-        return self.optional(name) or default
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-        if not minimum <= value <= maximum:
-            raise SettingsError(f"{name} must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        lowered = raw.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(name, default)
-        if value not in choices:
-            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def csv(self, name: str) -> tuple[str, ...]:
-        raw = self.optional(name) or ""
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        token = self.internal_api_token
+        if token is not None and len(token) < MIN_INTERNAL_TOKEN_LENGTH:
+            raise SettingsError(
+                f"INTERNAL_API_TOKEN must be at least {MIN_INTERNAL_TOKEN_LENGTH} characters"
+            )

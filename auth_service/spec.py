@@ -21,7 +21,10 @@ from jsonschema.protocols import Validator
 from openapi_core import OpenAPI
 from openapi_schema_validator import OAS30ReadValidator, OAS31Validator
 
+from authgate_common.access import Access, operation_access
+
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+INTERNAL_SCHEME = "internalToken"
 SAFE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # NOTE: the same format checker openapi-core uses for OAS 3.1 (openapi-core issue #506).
 FORMAT_CHECKER = OAS30ReadValidator.FORMAT_CHECKER
@@ -67,11 +70,17 @@ class Operation:
     operation_id: str
     method: str
     path: str
-    public: bool
+    access: Access
     parameters: tuple[Parameter, ...]
     body_required: bool
     body_validator: Validator | None
     responses: dict[int, ResponseContract] = field(repr=False)
+    schemes: frozenset[str] = frozenset()
+
+    @property
+    def internal(self) -> bool:
+        """Whether only the gateway may call it (the shared internal token, not a user's)."""
+        return INTERNAL_SCHEME in self.schemes
 
     @property
     def has_body(self) -> bool:
@@ -118,7 +127,8 @@ class Contract:
             operation_id=raw["operationId"],
             method=method.upper(),
             path=path,
-            public=not security or security == [{}],
+            access=operation_access(raw, security),
+            schemes=frozenset(name for requirement in security for name in requirement),
             parameters=tuple(
                 self._parameter(param)
                 for param in [*path_item.get("parameters", []), *raw.get("parameters", [])]

@@ -1,8 +1,8 @@
 """Request and response validation against the spec, as Falcon middleware.
 
 We use openapi-core's schema validators, prebuilt per operation in `spec.Contract`,
-instead of its Falcon integration (see STYLE.md for why): errors stay problem+json,
-statuses stay right, and the client's input is never echoed back.
+instead of its Falcon integration (docs/architecture.md, "Decisions and why"): errors
+stay problem+json, statuses stay right, and the client's input is never echoed back.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from auth_service.context import AuthRequest
 from auth_service.problems import PROBLEM_CONTENT_TYPE, HTTPProblem, problem_body
 from auth_service.spec import (
     SAFE_FIELD_NAME,
@@ -24,6 +25,7 @@ from auth_service.spec import (
     Parameter,
     field_errors,
 )
+from authgate_common.problem_types import ProblemType
 
 MAX_BODY_BYTES = 64 * 1024
 _INTEGER = re.compile(r"^-?[0-9]{1,30}$")
@@ -45,7 +47,7 @@ class SpecValidation:
         self._on_breach = on_breach
 
     def process_resource(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict[str, Any]
+        self, req: AuthRequest, resp: falcon.Response, resource: object, params: dict[str, Any]
     ) -> None:
         """Validate parameters and body; hand the validated values to the responder."""
         op = self._operations.get((req.uri_template or "", req.method))
@@ -62,15 +64,15 @@ class SpecValidation:
         req.context.request_valid = True
 
     def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+        self, req: AuthRequest, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Check the response against the spec: a breach is a bug, logged or a 500."""
-        op: Operation | None = getattr(req.context, "operation", None)
+        op = req.context.operation
         if op is None or self._response_mode == "off":
             return
         # NOTE: a request we rejected never reached the responder; its error response
         # is ours and statuses like 401 are checked by the spec tests instead.
-        if not getattr(req.context, "request_valid", False):
+        if not req.context.request_valid:
             return
         breaches = response_breaches(op, resp)
         if not breaches:
@@ -91,9 +93,7 @@ def validation_problem(errors: list[FieldError]) -> HTTPProblem:
     """The 422 answer naming every offending field."""
     names = ", ".join(sorted({error.field for error in errors}))
     return HTTPProblem(
-        422,
-        code="validation-error",
-        title="Request validation failed",
+        ProblemType.VALIDATION_ERROR,
         detail=f"Invalid fields: {names}",
         field_errors=[error.as_dict() for error in errors],
     )
@@ -138,13 +138,13 @@ def _convert(param: Parameter, value: Any) -> Any:
     return value
 
 
-def _read_body(req: falcon.Request, op: Operation, errors: list[FieldError]) -> Any:
+def _read_body(req: AuthRequest, op: Operation, errors: list[FieldError]) -> Any:
     length = req.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise HTTPProblem(413, code="content-too-large", title="Request body too large")
+        raise HTTPProblem(ProblemType.CONTENT_TOO_LARGE)
     raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
-        raise HTTPProblem(413, code="content-too-large", title="Request body too large")
+        raise HTTPProblem(ProblemType.CONTENT_TOO_LARGE)
     if not raw:
         if op.body_required:
             errors.append(FieldError("body", "required", "is required"))
@@ -152,9 +152,7 @@ def _read_body(req: falcon.Request, op: Operation, errors: list[FieldError]) -> 
     media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise HTTPProblem(
-            415,
-            code="unsupported-media-type",
-            title="Unsupported Media Type",
+            ProblemType.UNSUPPORTED_MEDIA_TYPE,
             detail="Send the body as application/json.",
         )
     body = parse_json(raw)
@@ -202,7 +200,7 @@ def parse_json(raw: bytes) -> Any:
     except (ValueError, RecursionError):
         # NOTE: RecursionError is what ~10 KB of "[" gives; it must not become a 500.
         raise HTTPProblem(
-            400, code="malformed-json", title="Malformed JSON", detail="The body is not valid JSON."
+            ProblemType.MALFORMED_JSON, detail="The body is not valid JSON."
         ) from None
 
 
@@ -239,8 +237,8 @@ def response_breaches(op: Operation, resp: falcon.Response) -> list[str]:
     return breaches
 
 
-def _replace_with_server_error(req: falcon.Request, resp: falcon.Response) -> None:
-    problem = HTTPProblem(500, code="response-contract-violation", title="Internal Server Error")
+def _replace_with_server_error(req: AuthRequest, resp: falcon.Response) -> None:
+    problem = HTTPProblem(ProblemType.RESPONSE_CONTRACT_VIOLATION)
     resp.status = 500
     resp.media = None
     resp.data = None

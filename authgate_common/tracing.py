@@ -110,18 +110,18 @@ class RequestTracing:
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Name the span by its route, record the status, end it."""
-        span: trace.Span | None = getattr(req.context, "span", None)
+        span = req.context.span
         if span is None:
             return
         try:
             # The gateway's proxy sets the matched prefix; every other route has a template.
-            route = getattr(req.context, "route", None) or req.uri_template
+            route = req.context.route or req.uri_template
             span.update_name(span_name(req.method, route))
             if route and route.startswith("/"):
                 span.set_attribute(HTTP_ROUTE, route)
             status = resp.status_code
             span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
-            request_id = getattr(req.context, "request_id", None)
+            request_id = req.context.request_id
             if request_id:
                 span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
             # NOTE: a server span is an error for 5xx only; a 4xx is the client's doing.

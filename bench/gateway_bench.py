@@ -1,12 +1,17 @@
 """Gateway benchmark: direct vs our gateway vs the Express peer, with wrk on 127.0.0.1.
 
 Run: .venv/bin/python bench/gateway_bench.py [--duration 5] [--connections 32] [--only-me]
+    [--peer-dir DIR]
 Prints requests/s and p50/p99 for a token-checked GET, the ratios, and the p50 latency
 the gateway adds on a single connection. Then `GET /api/v1/auth/me` against the real auth
 service (gunicorn, migrated SQLite, a registered user's token) directly and through the
 gateway, and their ratio; `--only-me` runs just that part. Needs wrk, node/npm (the
 Express peer is copied to a temporary directory and `npm install`ed there), and Redis on
 127.0.0.1:6379 for the Redis run (skipped when unreachable).
+
+The Express peer (the original design's gateway, the yardstick) is found at --peer-dir,
+else $AUTHGATE_PEER_DIR, else ../shared/peers/express-gateway next to the repository;
+without it the rest is measured and the comparison is said to be skipped.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from jose import jwt
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PEER = Path("/work/shared/peers/express-gateway")
+PEER_ENV = "AUTHGATE_PEER_DIR"
+DEFAULT_PEER = REPO.parent / "shared" / "peers" / "express-gateway"
 TARGET = "/api/v1/users/00000000-0000-0000-0000-000000000001"
 HUGE_LIMIT = "1000000000/minute"
 
@@ -227,12 +233,16 @@ def gateway_env(port: int, upstream: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def install_peer(tmp: Path) -> Path | None:
+def install_peer(peer: Path, tmp: Path) -> Path | None:
     """Copy the Express peer to tmp and npm install it there (never in the repo)."""
-    if not PEER.exists() or not shutil.which("npm"):
+    if not (peer / "server.js").is_file():
+        print(f"!! no Express peer at {peer} (--peer-dir or ${PEER_ENV}): skipping it")
+        return None
+    if not shutil.which("npm"):
+        print("!! npm not found: skipping the Express peer")
         return None
     target = tmp / "express-gateway"
-    shutil.copytree(PEER, target, ignore=shutil.ignore_patterns("node_modules"))
+    shutil.copytree(peer, target, ignore=shutil.ignore_patterns("node_modules"))
     subprocess.run(
         ["npm", "install", "--no-audit", "--no-fund", "--silent"],
         cwd=target,
@@ -344,6 +354,12 @@ def main() -> None:
     parser.add_argument("--single-duration", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only-me", action="store_true", help="just the /auth/me ratio")
+    parser.add_argument(
+        "--peer-dir",
+        type=Path,
+        default=Path(os.environ.get(PEER_ENV) or DEFAULT_PEER),
+        help=f"the Express peer's directory (default: ${PEER_ENV}, else {DEFAULT_PEER})",
+    )
     args = parser.parse_args()
     if args.only_me:
         me_ratio(args.duration, args.connections, args.rounds)
@@ -382,7 +398,7 @@ def main() -> None:
         else:
             print("!! Redis on 127.0.0.1:6379 unreachable: skipping the Redis run")
 
-        peer_dir = install_peer(tmp)
+        peer_dir = install_peer(args.peer_dir, tmp)
         if peer_dir is not None:
             express = free_port()
             stack.start(
@@ -399,8 +415,6 @@ def main() -> None:
                 cwd=peer_dir,
             )
             targets["express peer"] = f"http://127.0.0.1:{express}"
-        else:
-            print("!! Express peer or npm unavailable: skipping it")
 
         for name, base in targets.items():
             url = base + TARGET
@@ -438,7 +452,16 @@ def report(results: dict[str, dict], single: dict[str, dict], connections: int) 
         )
     direct = results.get("direct")
     express = results.get("express peer")
-    for name in ("gateway (memory)", "gateway (redis)"):
+    express_added = None
+    if express and direct:
+        express_added = single["express peer"]["p50"] - single["direct"]["p50"]
+        print(
+            f"\nexpress peer: vs direct {express['rps'] / direct['rps']:.2f}x, "
+            f"added p50 1 connection {express_added:.3f} ms"
+        )
+    elif not express:
+        print("\n(no Express peer in this run: the targets against it are not checked)")
+    for name, floor in (("gateway (memory)", 1.0), ("gateway (redis)", 0.9)):
         if name not in results:
             continue
         ours = results[name]
@@ -446,18 +469,13 @@ def report(results: dict[str, dict], single: dict[str, dict], connections: int) 
         if direct:
             print(f"  throughput vs direct      {ours['rps'] / direct['rps']:.2f}x")
             added = single[name]["p50"] - single["direct"]["p50"]
-            print(f"  added p50, 1 connection   {added:.3f} ms   (target <= 1 ms)")
+            bound = "" if express_added is None else f"   (target <= Express's {express_added:.3f})"
+            print(f"  added p50, 1 connection   {added:.3f} ms{bound}")
         if express:
             print(
                 f"  throughput vs Express     {ours['rps'] / express['rps']:.2f}x   "
-                f"(target >= 0.8x)"
+                f"(target >= {floor:.1f}x)"
             )
-    if express and direct:
-        added = single["express peer"]["p50"] - single["direct"]["p50"]
-        print(
-            f"\nexpress peer: vs direct {express['rps'] / direct['rps']:.2f}x, "
-            f"added p50 1 connection {added:.3f} ms"
-        )
 
 
 if __name__ == "__main__":

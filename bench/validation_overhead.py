@@ -1,4 +1,4 @@
-"""How much spec validation adds to a request, as a ratio (issue #2, DESIGN §9).
+"""How much spec validation adds to a request, as a ratio (README, "Performance").
 
 Runs the real app in-process (falcon.testing, SQLite, BCRYPT_ROUNDS=4) and times, per
 request, the whole request and the part spent in our validation middleware (request and

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import requests
 import schemathesis
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, Phase, settings
-from process_support import REPO, start_gunicorn, stop, wait_http
+from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
 from schemathesis.auths import AuthContext, AuthProvider
 from schemathesis.checks import ALL_CHECKS
 from schemathesis.internal.checks import (
@@ -41,6 +42,7 @@ PYTHON = sys.executable
 # Schemathesis 3.x parses OpenAPI 3.1 only when asked to.
 schemathesis.experimental.OPEN_API_3_1.enable()
 
+INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
@@ -159,17 +161,32 @@ def unstorable_strings(case: Case) -> set[str]:
     return found
 
 
+def unaddressable_emails(case: Case) -> set[str]:
+    """An `email` field that has an "@" (the spec's `format: email`) but fails the syntax
+    check new addresses must pass (the Email schema's description)."""
+    body = case.body if isinstance(case.body, dict) else {}
+    value = body.get("email")
+    if not isinstance(value, str):
+        return set()
+    try:
+        validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return {"email"}
+    return set()
+
+
 def positive_data_acceptance(ctx: CheckContext, response: Any, case: Case) -> bool | None:
     """Schema-valid data is never refused as invalid (POSITIVE_ALLOWED).
 
     The documented exceptions (the spec's 422 description): a password within maxLength
-    characters but over 72 bytes, and a string with a NUL or an unpaired surrogate, get a
-    422 — and then the problem must name such a field.
+    characters but over 72 bytes, an email address that fails the syntax check, and a
+    string with a NUL or an unpaired surrogate, get a 422 — and then the problem must
+    name such a field.
     """
     if case.operation.method.upper() == "GET":
         exceptions: set[str] = set()
     else:
-        exceptions = over_bcrypt_limit(case) | unstorable_strings(case)
+        exceptions = over_bcrypt_limit(case) | unstorable_strings(case) | unaddressable_emails(case)
     if response.status_code == 422 and exceptions:
         fields = {error.get("field") for error in response.json().get("errors", [])}
         assert fields & exceptions, f"this 422 must name one of {exceptions}, got {fields}"
@@ -193,7 +210,8 @@ CHECKS = (
 # Checks that only make sense on a sequence of calls (they follow the spec's links).
 # NOTE: ensure_resource_availability is left out on purpose: it calls any 4xx on a
 # link-fed request after a successful POST a lost resource, but our linked resources
-# are single-use by design: a refresh token already rotated gets 409/401 (DESIGN §4),
+# are single-use by design: a refresh token already rotated gets 409/401 (docs/
+# architecture.md, "Sessions and revocation"),
 # a user already deleted by an earlier step of the walk gets 404. Reading a created
 # user back is asserted in contract_tests/test_sdk.py instead.
 STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)
@@ -204,7 +222,7 @@ STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)
 # Admin-only operations, plus the self-or-admin ones: the spec's links hand them the ids
 # of users created by register/create_user, which only an admin may read or change.
 ADMIN_OPERATIONS = frozenset(
-    {"list_users", "create_user", "delete_user", "get_user", "update_user"}
+    {"list_users", "create_user", "delete_user", "get_user", "update_user", "unlock_user"}
 )
 
 
@@ -217,6 +235,11 @@ def login(base_url: str, email: str, password: str) -> str:
     )
     assert response.status_code == 200, f"login of {email} failed: {response.status_code}"
     return str(response.json()["access_token"])
+
+
+def is_internal(operation: Any) -> bool:
+    """Whether only the gateway may call it (tag `internal`): the gateway never routes it."""
+    return "internal" in operation.get("tags", [])
 
 
 def needs_token(case: Case) -> bool:
@@ -239,6 +262,9 @@ class LiveTokens(AuthProvider):
     def set(self, case: Case, data: dict[str, str], context: AuthContext) -> None:
         """Send the admin's token to admin operations, the user's to the rest."""
         if not needs_token(case):
+            return
+        if is_internal(case.operation.definition.raw):
+            case.headers = {**(case.headers or {}), "X-Internal-Token": INTERNAL_TOKEN}
             return
         operation_id = case.operation.definition.raw["operationId"]
         role = "admin" if operation_id in ADMIN_OPERATIONS else "user"
@@ -354,6 +380,8 @@ def base_env(**values: str) -> dict[str, str]:
     dropped = ("REDIS_URL", "DATABASE_URL", "GATEWAY_ROUTES", "AUTH_SERVICE_URL")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = str(REPO)
+    # The same on both services: the gateway reads the auth service's revocation feed.
+    env["INTERNAL_API_TOKEN"] = INTERNAL_TOKEN
     env.update(values)
     return env
 

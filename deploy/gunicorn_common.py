@@ -5,52 +5,34 @@ a bad value stops start-up with a message naming the variable.
 """
 
 import glob
-import ipaddress
 import os
 import socket
 from typing import TYPE_CHECKING, Any
+
+from authgate_common.env import EnvReader
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
 
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """Read an integer setting, refusing junk with a message naming the variable."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise RuntimeError(f"{name} must be an integer, got a non-numeric value") from None
-    if value < minimum:
-        raise RuntimeError(f"{name} must be >= {minimum}")
-    return value
+# Both config files read the environment through the services' one reader.
+ENV = EnvReader(os.environ)
 
 
 def _trusted_networks(name: str) -> str:
-    """Read a comma list of IPs/CIDRs; empty means trust nobody."""
-    raw = os.environ.get(name, "")
-    try:
-        # strict=False and normalised, as the apps read it: 10.0.0.1/8 means 10.0.0.0/8
-        # (gunicorn's own validator would refuse it with a less helpful message).
-        networks = [
-            str(ipaddress.ip_network(part.strip(), strict=False))
-            for part in raw.split(",")
-            if part.strip()
-        ]
-    except ValueError:
-        raise RuntimeError(f"{name} must be comma-separated IPs or CIDRs") from None
-    return ",".join(networks)
+    """A comma list of IPs/CIDRs, normalised as the apps read it; empty means trust nobody."""
+    # NOTE: gunicorn's own validator would refuse 10.0.0.1/8 with a less helpful message.
+    return ",".join(str(network) for network in ENV.networks(name))
 
 
 def shared_settings() -> dict[str, Any]:
     """The gunicorn settings of both services, read from the environment now."""
     trusted = _trusted_networks("TRUSTED_PROXIES")
     return {
-        "workers": env_int("WEB_CONCURRENCY", 2),
-        # NOTE: a sync worker is held by one slow client (DESIGN §10): threads, always.
+        "workers": ENV.integer("WEB_CONCURRENCY", 2, minimum=1, maximum=256),
+        # NOTE: a sync worker is held by one slow client (docs/architecture.md,
+        # "Processes"): threads, always.
         # gthread, except that an otherwise idle worker serves a keep-alive client's next
         # request in place: ~0.3 ms less per request on one connection (see the module).
         "worker_class": "gunicorn_worker.KeepAliveThreadWorker",
@@ -86,7 +68,7 @@ def shared_settings() -> dict[str, Any]:
         # The apps write one JSON line per request; gunicorn's access log would double it.
         "accesslog": None,
         "errorlog": "-",
-        "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "info"),
+        "loglevel": ENV.text("GUNICORN_LOG_LEVEL", "info"),
         # Worker heartbeat files on tmpfs: on a container's overlay filesystem a slow disk
         # can stall the heartbeat and get healthy workers killed.
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,  # noqa: S108
@@ -94,8 +76,8 @@ def shared_settings() -> dict[str, Any]:
         # services (and e2e tests) on one host would fight over it, and nothing uses it.
         "control_socket_disable": True,
         # NOTE: gunicorn always writes "Server: gunicorn" (no setting turns it off in 27.x,
-        # and an app's Server header is sent in addition, not instead);
-        # gateway_service/wsgi.py replaces the name gunicorn uses, once per worker.
+        # and an app's Server header is sent in addition, not instead); the worker class
+        # (gunicorn_worker.py) replaces the name gunicorn uses, once per worker.
         "on_starting": on_starting,
         "when_ready": when_ready,
         "child_exit": child_exit,
@@ -103,7 +85,7 @@ def shared_settings() -> dict[str, Any]:
 
 
 def _prometheus_dir() -> str:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    return ENV.text("PROMETHEUS_MULTIPROC_DIR", "")
 
 
 def on_starting(server: "Arbiter") -> None:

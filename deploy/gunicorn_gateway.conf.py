@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from gunicorn_common import env_int, shared_settings
+from gunicorn_common import ENV, shared_settings
 
 # gunicorn reads its settings from this module's names.
 globals().update(shared_settings())
@@ -19,9 +19,10 @@ proc_name = "authgate-gateway"
 
 # NOTE: 127.0.0.1 by default so a laptop run is not reachable from the network; compose
 # sets GATEWAY_HOST=0.0.0.0 so the published port reaches it.
-bind = [f"{os.environ.get('GATEWAY_HOST', '127.0.0.1')}:{env_int('GATEWAY_PORT', 8000)}"]
+_port = ENV.integer("GATEWAY_PORT", 8000, minimum=1, maximum=65535)
+bind = [f"{ENV.text('GATEWAY_HOST', '127.0.0.1')}:{_port}"]
 
 # The gateway mostly waits on upstreams: a sync worker is held by one slow client or
-# upstream (DESIGN §10), so each process runs threads; 8 per process keeps a slow
-# upstream from starving the rest while its circuit breaker trips.
-threads = env_int("GATEWAY_THREADS", 8)
+# upstream (docs/architecture.md, "Processes"), so each process runs threads; 8 per
+# process keeps a slow upstream from starving the rest while its circuit breaker trips.
+threads = ENV.integer("GATEWAY_THREADS", 8, minimum=1, maximum=1024)

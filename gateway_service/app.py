@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from typing import Any
 
 import falcon
@@ -11,25 +10,29 @@ import requests
 from opentelemetry.trace import TracerProvider
 from requests.adapters import HTTPAdapter
 
+from authgate_common.secrets_file import internal_api_token
 from authgate_common.tracing import RequestTracing, build_tracer_provider
 from gateway_service.client import ClientAddress
+from gateway_service.context import GatewayRequest
 from gateway_service.docs import Docs, Health, OpenAPIDocument, Ready
 from gateway_service.metrics import Metrics, MetricsResource
 from gateway_service.middleware import Cors, RequestContext, SecurityHeaders
 from gateway_service.problems import handle_unexpected, serialize_error
-from gateway_service.proxy import ProxySink, Upstream, upstream_tls
+from gateway_service.proxy import ProxySink, Upstream
 from gateway_service.ratelimit import MemoryStore, RedisStore, Store
+from gateway_service.revocations import RevokedSessions
 from gateway_service.routes import RouteTable, load_spec
 from gateway_service.settings import Settings
 from gateway_service.tokens import JwksKeys, TokenVerifier
 from gateway_service.tracing import INSTRUMENTATION_NAME, UpstreamTracing
+from gateway_service.upstream import plain_session
 
 log = logging.getLogger(__name__)
 
 
 def create_app(
     settings: Settings, *, tracer_provider: TracerProvider | None = None
-) -> falcon.App[falcon.Request, falcon.Response]:
+) -> falcon.App[GatewayRequest, falcon.Response]:
     """Build the gateway: routes from config + spec, verifier, limiter, proxy, own endpoints.
 
     Tracing is on when a `tracer_provider` is passed (tests) or OTEL_EXPORTER_OTLP_ENDPOINT
@@ -43,14 +46,22 @@ def create_app(
     table = RouteTable(settings, spec)
     metrics = Metrics(settings.prometheus_multiproc_dir) if settings.metrics else None
     names = _upstream_names(settings, table)
-    tls = upstream_tls(settings, table.upstreams)
     upstreams = {
-        url: Upstream(url, settings, name=names[url], metrics=metrics, tls=tls)
-        for url in table.upstreams
+        url: Upstream(url, settings, name=names[url], metrics=metrics) for url in table.upstreams
     }
     keys_session = _own_session()
     keys = None if settings.jwt_algorithms == ("HS256",) else JwksKeys(settings, keys_session)
-    verifier = TokenVerifier(settings, keys)
+    revoked = RevokedSessions(
+        settings,
+        keys_session,
+        internal_api_token(settings.internal_api_token, settings.var_dir),
+        on_failure=metrics.revocation_feed_failures.inc if metrics is not None else None,
+    )
+    # NOTE: once now, so a fresh worker knows the last hour's revocations before it serves;
+    # a failure is logged and the poller thread retries every interval.
+    revoked.poll()
+    revoked.start()
+    verifier = TokenVerifier(settings, keys, revoked=revoked)
     if keys is not None and not keys.prefetch():
         # NOTE: not fatal: the auth service may start after us; keys load on first use.
         log.warning("JWKS not available at start-up; will retry on first use")
@@ -69,7 +80,7 @@ def create_app(
     if tracer_provider is not None:
         # First, so its span is current for the rest and ends after the access log.
         middleware.insert(0, RequestTracing(tracer_provider, INSTRUMENTATION_NAME))
-    app = falcon.App(middleware=middleware, cors_enable=False)
+    app = falcon.App(request_type=GatewayRequest, middleware=middleware, cors_enable=False)
     # NOTE: the gateway forwards bodies untouched; never let Falcon parse forms.
     app.req_options.auto_parse_form_urlencoded = False
     app.resp_options.secure_cookies_by_default = True
@@ -90,21 +101,9 @@ def create_app(
     return app
 
 
-class _RefuseCookies(DefaultCookiePolicy):
-    """A shared session must never keep one response's cookies for the next request."""
-
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        """Refuse every cookie."""
-        return False
-
-
 def _own_session() -> requests.Session:
     """The session for the gateway's own calls (JWKS, readiness): no env proxies or cookies."""
-    session = requests.Session()
-    session.trust_env = False
-    session.headers.clear()
-    policy: CookiePolicy = _RefuseCookies()
-    session.cookies.set_policy(policy)
+    session = plain_session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=2, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import falcon
 
+from authgate_common.client_address import client_address, is_trusted
 from gateway_service.settings import Settings
 
 
@@ -16,15 +15,6 @@ class ClientAddress:
         """Keep the trusted networks."""
         self._trusted = settings.trusted_proxies
 
-    def _is_trusted(self, address: str) -> bool:
-        if not self._trusted:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
-
     def client_ip(self, req: falcon.Request) -> str:
         """The client's address alone (for the access log of the gateway's own endpoints)."""
         return self.forwarded(req)[0]
@@ -33,14 +23,10 @@ class ClientAddress:
         """Return (client ip, X-Forwarded-* headers to send upstream)."""
         peer = req.remote_addr or "unknown"
         env = req.env
-        if self._is_trusted(peer):
-            chain = [a.strip() for a in env.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
-            client = peer
-            for address in reversed(chain):
-                client = address
-                if not self._is_trusted(address):
-                    break
-            return client, {
+        if is_trusted(peer, self._trusted):
+            forwarded_for = env.get("HTTP_X_FORWARDED_FOR", "")
+            chain = [a.strip() for a in forwarded_for.split(",") if a.strip()]
+            return client_address(peer, forwarded_for, self._trusted), {
                 "X-Forwarded-For": ", ".join([*chain, peer]),
                 "X-Forwarded-Proto": env.get("HTTP_X_FORWARDED_PROTO") or req.scheme,
                 "X-Forwarded-Host": env.get("HTTP_X_FORWARDED_HOST") or req.host,

@@ -12,6 +12,7 @@ import falcon
 import requests
 import swagger_ui_bundle
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.problems import write_problem
 from gateway_service.ratelimit import RedisStore, Store
 
@@ -77,7 +78,7 @@ class Ready:
         failed = sorted(name for name, state in checks.items() if state != "ok")
         if failed:
             write_problem(
-                req, resp, 503, detail="Not ready: " + ", ".join(failed), code="not_ready"
+                req, resp, ProblemType.NOT_READY, detail="Not ready: " + ", ".join(failed)
             )
             resp.set_header("Retry-After", "5")
             return

@@ -84,6 +84,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.revocation_feed_failures = Counter(
+            "gateway_revocation_feed_failures_total",
+            "Polls of the auth service's revoked-session feed that failed",
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._upstream_children: dict[str, Any] = {}
 

@@ -12,6 +12,7 @@ import uuid
 import falcon
 
 from gateway_service.client import ClientAddress
+from gateway_service.context import GatewayRequest
 from gateway_service.logs import ACCESS_LOGGER
 from gateway_service.metrics import Metrics
 from gateway_service.settings import Settings
@@ -110,7 +111,7 @@ class RequestContext:
         self._addresses = addresses
         self._traced = traced
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def process_request(self, req: GatewayRequest, resp: falcon.Response) -> None:
         """Set req.context.request_id / traceparent and the normalised req.path."""
         req.context.started = time.perf_counter()
         req.context.identity = None
@@ -134,17 +135,17 @@ class RequestContext:
             req.path = normalise_path(path)
 
     def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+        self, req: GatewayRequest, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Return the request id, count the request, write one access-log line (no bodies)."""
-        request_id = getattr(req.context, "request_id", None)
+        request_id = req.context.request_id
         if request_id:
             resp.set_header("X-Request-ID", request_id)
-        started = getattr(req.context, "started", None)
+        started = req.context.started
         if started is None:
             return
         seconds = time.perf_counter() - started
-        route = getattr(req.context, "route", None) or req.uri_template or "unmatched"
+        route = req.context.route or req.uri_template or "unmatched"
         if self._metrics is not None:
             self._metrics.observe(route, req.method, resp.status_code, seconds)
         if self._log and access_log.isEnabledFor(logging.INFO):
@@ -152,24 +153,24 @@ class RequestContext:
 
     def _write_access_line(
         self,
-        req: falcon.Request,
+        req: GatewayRequest,
         resp: falcon.Response,
         request_id: str | None,
         route: str,
         seconds: float,
     ) -> None:
         context = req.context
-        trace_id = getattr(context, "trace_id", None)
-        span_id = getattr(context, "span_id", None)
-        traceparent = getattr(context, "traceparent", None)
+        trace_id = context.trace_id
+        span_id = context.span_id
+        traceparent = context.traceparent
         if trace_id is None and traceparent:
             # Tracing off: the trace id is the one forwarded upstream, so an upstream's
             # traced logs still join this line.
             trace_id = traceparent[3:35]
-        client_ip = getattr(context, "client_ip", None)
+        client_ip = context.client_ip
         if client_ip is None and self._addresses is not None:
             client_ip = self._addresses.client_ip(req)
-        identity = getattr(context, "identity", None)
+        identity = context.identity
         # SECURITY: fixed fields only; never headers, query strings or bodies.
         fields: dict[str, object] = {
             "request_id": request_id,
@@ -208,7 +209,7 @@ class SecurityHeaders:
         self._docs = [*common, ("Content-Security-Policy", _DOCS_CSP)]
 
     def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+        self, req: GatewayRequest, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Set the headers; /docs gets a CSP that lets Swagger UI's own assets run."""
         docs = req.path == "/docs" or req.path.startswith("/docs/")
@@ -227,7 +228,7 @@ class Cors:
     def _allowed(self, origin: str | None) -> bool:
         return origin is not None and (self._any or origin in self._origins)
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def process_request(self, req: GatewayRequest, resp: falcon.Response) -> None:
         """Answer a preflight (OPTIONS + Origin + Access-Control-Request-Method) with 204."""
         if req.method != "OPTIONS":
             return
@@ -251,10 +252,10 @@ class Cors:
         resp.set_header("Access-Control-Max-Age", self._max_age)
 
     def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+        self, req: GatewayRequest, resp: falcon.Response, resource: object, req_succeeded: bool
     ) -> None:
         """Allow the origin on actual requests; never on a disallowed one."""
-        if getattr(req.context, "route", None) == "cors-preflight":
+        if req.context.route == "cors-preflight":
             return
         origin = req.get_header("Origin")
         if origin is None:

@@ -4,59 +4,50 @@ from __future__ import annotations
 
 import json
 import logging
-from http import HTTPStatus
 from typing import Any
 
 import falcon
 
+from authgate_common.problem_types import ProblemType, problem_document
+
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://authgate.dev/problems/"
-
-
-def problem_body(
-    status: int, title: str | None, detail: str | None, code: str | None, request_id: str | None
-) -> bytes:
-    """Render a problem document; `type` is about:blank unless a stable code is given."""
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + code if code else "about:blank",
-        "title": title or _phrase(status),
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    if request_id:
-        body["request_id"] = request_id
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def write_problem(
     req: falcon.Request,
     resp: falcon.Response,
-    status: int,
+    problem: ProblemType,
     *,
-    title: str | None = None,
     detail: str | None = None,
-    code: str | None = None,
+    status: int | None = None,
 ) -> None:
-    """Make `resp` a problem response (used outside of HTTPError, e.g. upstream failures)."""
-    resp.status = status
+    """Make `resp` a problem response (used outside of HTTPError, e.g. upstream failures).
+
+    `status` only for a type that takes the upstream's (ProblemType.UPSTREAM_ERROR).
+    """
+    body = problem_document(
+        problem, status=status, detail=detail, request_id=req.context.request_id
+    )
+    resp.status = body["status"]
     resp.content_type = PROBLEM_CONTENT_TYPE
-    resp.data = problem_body(status, title, detail, code, getattr(req.context, "request_id", None))
+    resp.data = json.dumps(body, separators=(",", ":")).encode()
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """Falcon error serializer: every HTTPError becomes problem+json, whatever Accept says."""
+    """Falcon error serializer: every HTTPError becomes problem+json, whatever Accept says.
+
+    NOTE: the gateway names a problem in Falcon's `code` (ProblemType.X); an error without
+    one, such as Falcon's own 404 or 405, gets its status's generic type.
+    """
     status = error.status_code
-    title = error.title
-    if not title or title.startswith(str(status)):
-        title = _phrase(status)
-    code = error.code if isinstance(error.code, str) else None
-    resp.content_type = PROBLEM_CONTENT_TYPE
-    resp.data = problem_body(
-        status, title, error.description, code, getattr(req.context, "request_id", None)
-    )
+    named = error.code if isinstance(error.code, ProblemType) else None
+    problem = named or ProblemType.for_status(status)
+    if problem.status == status:
+        write_problem(req, resp, problem, detail=error.description)
+    else:
+        write_problem(req, resp, ProblemType.INTERNAL_ERROR)
 
 
 def handle_unexpected(
@@ -67,10 +58,3 @@ def handle_unexpected(
         raise ex
     log.error("unhandled error on %s %s", req.method, req.path, exc_info=ex)
     raise falcon.HTTPInternalServerError(description="An unexpected error occurred.")
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

@@ -6,17 +6,30 @@ import functools
 import itertools
 import logging
 import math
-import ssl
+import re
 import time
 from collections.abc import Iterator
+from http.client import HTTPException
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import falcon
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import SKIP_HEADER
 
 from authgate_common.bearer import bearer_token
+from authgate_common.problem_types import ProblemType
 from gateway_service.breaker import CLOSED, CircuitBreaker
 from gateway_service.client import ClientAddress
+from gateway_service.discovery import address_book_for, url_with_address
 from gateway_service.metrics import Metrics
 from gateway_service.middleware import new_traceparent
 from gateway_service.problems import write_problem
@@ -31,17 +44,7 @@ from gateway_service.tokens import (
     TokenVerifier,
 )
 from gateway_service.tracing import UpstreamTracing
-from gateway_service.upstream_http import (
-    BadResponse,
-    Dropped,
-    InvalidRequest,
-    Unreachable,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamResponse,
-    UpstreamTimeout,
-    default_tls_context,
-)
+from gateway_service.upstream import Deadlines, Exchange, session_pool, upstream_session
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +86,22 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _PATH_SAFE = "/!$&'()*+,;=:@~-._"
 _BUFFER_LIMIT = 1024 * 1024
 _CHUNK = 64 * 1024
+_NOT_ADDED = ("User-Agent", "Accept-Encoding")
+_EXCHANGE_FAILURES = (HTTPError, HTTPException, OSError)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+# RFC 9110 5.5: a field value carries no control character but HTAB.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+# A length in ASCII digits a 64-bit count can hold; anything else is refused.
+_LENGTH = re.compile(r"[0-9]{1,18}").fullmatch
 
 
 class Upstream:
-    """One upstream base URL: its connection pool and circuit breaker."""
+    """One upstream base URL: its session, connection pool and circuit breaker."""
 
     def __init__(
-        self,
-        base_url: str,
-        settings: Settings,
-        name: str,
-        metrics: Metrics | None,
-        tls: ssl.SSLContext | None,
+        self, base_url: str, settings: Settings, name: str, metrics: Metrics | None
     ) -> None:
-        """Build the pool once per process.
+        """Build the session and its pool once per process.
 
         `name` labels its metrics: the first route prefix it serves, never its host.
         """
@@ -110,24 +115,37 @@ class Upstream:
         self.breaker = CircuitBreaker(
             settings.breaker_failure_threshold, settings.breaker_reset_seconds, on_change=on_change
         )
-        # PERF: our own keep-alive client, not requests.Session: see upstream_http.
-        self.pool = UpstreamPool(
-            base_url,
-            settings.connect_timeout,
-            settings.read_timeout,
-            settings.pool_size,
-            ssl_context=tls,
+        ca_file = settings.upstream_ca_file
+        self.session = upstream_session(
+            base_url, settings.pool_size, str(ca_file) if ca_file is not None else True
         )
+        # PERF: the hot path calls the adapter's pool itself, not Session.send (upstream.py).
+        self.pool = session_pool(self.session, base_url)
+        # Service discovery (discovery.py): a DNS name's addresses in turn, a pool each.
+        self.addresses = address_book_for(
+            base_url, settings.dns_refresh_seconds, settings.breaker_reset_seconds
+        )
+        self._pools: dict[str, HTTPConnectionPool] = {}
+        self.connect_timeout = settings.connect_timeout
+        self.read_timeout = settings.read_timeout
 
+    def pick(self) -> tuple[str | None, HTTPConnectionPool]:
+        """The address to use next (None without discovery) and its pool."""
+        if self.addresses is None:
+            return None, self.pool
+        address = self.addresses.next_address()
+        pool = self._pools.get(address)
+        if pool is None:
+            url = url_with_address(self.base_url, address)
+            # NOTE: the same adapter (TLS, pool size, exact targets) serves every address.
+            self.session.mount(url, self.session.get_adapter(self.base_url))
+            pool = self._pools.setdefault(address, session_pool(self.session, url))
+        return address, pool
 
-def upstream_tls(settings: Settings, base_urls: list[str]) -> ssl.SSLContext | None:
-    """One TLS context for every https upstream: the operator's CAs, else the public bundle."""
-    if not any(urlsplit(url).scheme == "https" for url in base_urls):
-        return None
-    ca_file = settings.upstream_ca_file
-    if ca_file is None:
-        return default_tls_context()
-    return ssl.create_default_context(cafile=str(ca_file))
+    def timeout(self, exchange: Exchange) -> Timeout:
+        """The per-step timeouts, never past the exchange's deadline."""
+        left = max(exchange.deadline - time.monotonic(), 0.001)
+        return Timeout(connect=min(self.connect_timeout, left), read=min(self.read_timeout, left))
 
 
 class ProxySink:
@@ -155,12 +173,28 @@ class ProxySink:
         self._retries = settings.upstream_retries
         self._key_prefix = settings.rate_limit_key_prefix
         self._revocation_fail_open = settings.revocation_fail_open
+        self._deadlines = Deadlines(settings.request_deadline)
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: Any) -> None:
         """Handle one proxied request end to end."""
+        coding = req.env.get("HTTP_TRANSFER_ENCODING")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # SECURITY: gunicorn removes only the chunked framing; a body still in gzip (or
+            # any other coding) would reach the upstream as if it were plain.
+            raise falcon.HTTPNotImplemented(
+                description="Only the chunked transfer coding is supported.",
+                code=ProblemType.NOT_IMPLEMENTED,
+            )
         decision = self._table.resolve(req.method, req.path)
         if decision is None:
             raise falcon.HTTPNotFound(description="No route matches this path.")
+        if decision.allow is not None:
+            # Before any token check: the method is wrong whoever asks.
+            raise falcon.HTTPMethodNotAllowed(
+                list(decision.allow),
+                description="The path does not support this method.",
+                code=ProblemType.METHOD_NOT_ALLOWED,
+            )
         req.context.route = decision.prefix
         length = req.content_length
         if length is not None and length > self._max_body:
@@ -185,7 +219,7 @@ class ProxySink:
                 title="Unauthorized",
                 description="An access token is required.",
                 challenges=["Bearer"],
-                code="missing_token",
+                code=ProblemType.MISSING_TOKEN,
             )
         try:
             return self._verifier.verify(token)
@@ -195,7 +229,7 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="Token keys are not available yet; try again shortly.",
                 headers={"Retry-After": "5"},
-                code="keys_unavailable",
+                code=ProblemType.KEYS_UNAVAILABLE,
             ) from None
 
     def _guard(
@@ -233,13 +267,13 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="Rate limiting is unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
-                code="rate_limit_unavailable",
+                code=ProblemType.RATE_LIMIT_UNAVAILABLE,
             )
         if sessions_closed:
             raise falcon.HTTPServiceUnavailable(
                 description="Session checks are unavailable; try again shortly.",
                 headers={"Retry-After": "1"},
-                code="session_check_unavailable",
+                code=ProblemType.SESSION_CHECK_UNAVAILABLE,
             )
         # NOTE: failing open here; RedisStore already logged the failure (once per second).
 
@@ -261,7 +295,7 @@ class ProxySink:
             raise falcon.HTTPTooManyRequests(
                 description="Rate limit exceeded; retry later.",
                 headers=headers,
-                code="rate_limited",
+                code=ProblemType.RATE_LIMITED,
             )
         resp.set_headers(headers)
 
@@ -333,7 +367,7 @@ class ProxySink:
             raise falcon.HTTPServiceUnavailable(
                 description="The upstream service is unavailable; try again later.",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                code="upstream_unavailable",
+                code=ProblemType.UPSTREAM_UNAVAILABLE,
             )
         # SECURITY: the path sent is the normalised one we authorised, re-encoded once.
         target = upstream.prefix + quote(req.path, safe=_PATH_SAFE)
@@ -342,10 +376,14 @@ class ProxySink:
             target += "?" + query
         if body is not None:
             headers["Content-Length"] = str(len(body))
+        for name in _NOT_ADDED:
+            # urllib3 adds these unless told not to; the upstream gets the client's or none.
+            headers.setdefault(name, SKIP_HEADER)
         started = time.perf_counter()
+        exchange = self._deadlines.begin(target)
         try:
             if self._tracing is None:
-                self._exchange(req, resp, upstream, target, headers, body)
+                self._exchange(req, resp, upstream, exchange, headers, body)
             else:
                 with self._tracing.call(
                     req.method, upstream.base_url, target, decision.prefix, headers
@@ -354,9 +392,11 @@ class ProxySink:
                         # NOTE: a no-op provider (OTEL_SDK_DISABLED) injects nothing for a
                         # request that came without a trace; upstreams still get one.
                         headers["traceparent"] = new_traceparent()
-                    self._exchange(req, resp, upstream, target, headers, body)
+                    self._exchange(req, resp, upstream, exchange, headers, body)
                     self._tracing.record_status(span, resp.status_code)
         finally:
+            if not isinstance(resp.stream, _Relay):
+                self._deadlines.end(exchange)
             if self._metrics is not None:
                 self._metrics.observe_upstream(upstream.name, time.perf_counter() - started)
 
@@ -365,117 +405,153 @@ class ProxySink:
         req: falcon.Request,
         resp: falcon.Response,
         upstream: Upstream,
-        target: str,
+        exchange: Exchange,
         headers: dict[str, str],
         body: bytes | None,
     ) -> None:
-        upstream_resp = self._send(upstream, req.method, target, headers, body)
+        upstream_resp, length = self._send(upstream, exchange, req.method, headers, body)
         try:
-            self._relay(req, resp, upstream_resp)
-        except UpstreamError as ex:
-            upstream_resp.close()
+            self._relay(req, resp, upstream_resp, length, exchange)
+        except _EXCHANGE_FAILURES as ex:
+            _drop(upstream_resp)
             upstream.breaker.record_failure()
-            if isinstance(ex, UpstreamTimeout):
+            if _failure(ex, exchange) == "timeout":
                 raise _timed_out() from None
             raise falcon.HTTPBadGateway(
-                description="The upstream service failed.", code="upstream_failed"
+                description="The upstream service failed.", code=ProblemType.UPSTREAM_FAILED
             ) from None
 
     def _send(
         self,
         upstream: Upstream,
+        exchange: Exchange,
         method: str,
-        target: str,
         headers: dict[str, str],
         body: bytes | None,
-    ) -> UpstreamResponse:
-        # NOTE: never /auth/refresh (DESIGN §10): it is a POST, so this rule covers it.
+    ) -> tuple[BaseHTTPResponse, int | None]:
+        """The upstream's answer, its head checked, and the body length it announced."""
+        # NOTE: never /auth/refresh (docs/architecture.md, gateway step 7): it is a POST,
+        # so this rule covers it.
         retryable = method in _IDEMPOTENT
         attempts = 1 + (self._retries if retryable else 0)
         for attempt in range(attempts):
+            address, pool = upstream.pick()
             try:
-                result = upstream.pool.request(method, target, headers, body)
-            except (Unreachable, Dropped):
+                result = pool.urlopen(
+                    method,
+                    exchange.target,
+                    body=body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=upstream.timeout(exchange),
+                    preload_content=False,
+                    decode_content=False,
+                )
+            except _EXCHANGE_FAILURES as ex:
+                failure = _failure(ex, exchange)
+                if upstream.addresses and address and _nothing_sent(ex, failure):
+                    # A refused or vanished replica (discovery.py): skip this address; a
+                    # retry, if the method allows one, takes the next.
+                    upstream.addresses.mark_failed(address)
+                    if attempt + 1 < attempts:
+                        continue
                 # Nothing (or nothing usable) came back: safe to repeat only if idempotent.
-                if attempt + 1 < attempts:
+                if failure in ("unreachable", "dropped") and attempt + 1 < attempts:
                     continue
                 upstream.breaker.record_failure()
-                raise falcon.HTTPBadGateway(
-                    description="The upstream service could not be reached.",
-                    code="upstream_unreachable",
-                ) from None
-            except UpstreamTimeout:
-                upstream.breaker.record_failure()
-                raise _timed_out() from None
-            except BadResponse:
-                upstream.breaker.record_failure()
-                raise falcon.HTTPBadGateway(
-                    description="The upstream service failed.", code="upstream_failed"
-                ) from None
-            except InvalidRequest:
+                raise _failed(failure) from None
+            except ValueError:
+                # http.client refuses a header or target it cannot put on the wire.
                 upstream.breaker.record_success()
                 raise falcon.HTTPBadRequest(description="A request header is invalid.") from None
+            try:
+                length = _checked_head(result)
+            except _BadHead:
+                _drop(result)
+                upstream.breaker.record_failure()
+                raise _failed("bad") from None
             if result.status in (502, 503, 504):
                 upstream.breaker.record_failure()
             else:
                 upstream.breaker.record_success()
-            return result
+            return result, length
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _relay(
-        self, req: falcon.Request, resp: falcon.Response, upstream_resp: UpstreamResponse
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        upstream_resp: BaseHTTPResponse,
+        length: int | None,
+        exchange: Exchange,
     ) -> None:
         status = upstream_resp.status
-        if status >= 400 and not _is_json(upstream_resp.get("content-type") or ""):
+        upstream_headers = upstream_resp.headers
+        if status >= 400 and not _is_json(upstream_headers.get("content-type") or ""):
             # An upstream error page we cannot vouch for: never pass its body on.
-            upstream_resp.close()
+            _drop(upstream_resp)
             write_problem(
                 req,
                 resp,
-                status,
+                ProblemType.UPSTREAM_ERROR,
+                status=status,
                 detail="The upstream service returned an error.",
-                code="upstream_error",
             )
             return
-        connection = upstream_resp.get("connection")
+        connection = upstream_headers.get("connection")
         named = {t.strip().lower() for t in connection.split(",")} if connection else set()
-        for name, value in upstream_resp.headers:
+        for name, value in upstream_headers.items():
             lname = name.lower()
             if lname in _RESPONSE_DROP or lname in named or lname.startswith("access-control-"):
                 continue
             resp.append_header(name, value)
         resp.status = status
-        length = upstream_resp.get("content-length")
         if req.method == "HEAD" or status in (204, 304):
-            if length is not None and length.isdigit() and req.method == "HEAD":
-                resp.content_length = int(length)
-            upstream_resp.release()
+            if length is not None and req.method == "HEAD":
+                resp.content_length = length
+            upstream_resp.drain_conn()
+            upstream_resp.release_conn()
             return
-        if length is not None and length.isdigit() and int(length) > _BUFFER_LIMIT:
-            resp.content_length = int(length)
-            resp.stream = _Relay(upstream_resp, upstream_resp.stream(_CHUNK))
+        # NOTE: the length announced is always the one the body is framed by: the upstream's
+        # Content-Length only when it framed the body by it (never beside chunked).
+        pieces = upstream_resp.stream(_CHUNK, decode_content=False)
+        if length is not None and length > _BUFFER_LIMIT:
+            resp.content_length = length
+            resp.stream = _Relay(upstream_resp, pieces, exchange, self._deadlines)
             return
         # PERF: a small body in one read; Falcon then sets Content-Length itself. An
         # unsized (chunked, until-close) one is buffered up to the same limit, so a broken
         # one still becomes a clean 502 rather than a response cut short.
-        pieces = upstream_resp.stream(_CHUNK)
         buffered: list[bytes] = []
         size = 0
         for piece in pieces:
             buffered.append(piece)
             size += len(piece)
             if size > _BUFFER_LIMIT:
-                resp.stream = _Relay(upstream_resp, itertools.chain(buffered, pieces))
+                resp.stream = _Relay(
+                    upstream_resp, itertools.chain(buffered, pieces), exchange, self._deadlines
+                )
                 return
+        upstream_resp.release_conn()
         resp.data = b"".join(buffered)
 
 
 class _Relay:
     """Streams a large upstream body; the connection is pooled only if it was read to the end."""
 
-    def __init__(self, upstream_resp: UpstreamResponse, pieces: Iterator[bytes]) -> None:
+    def __init__(
+        self,
+        upstream_resp: BaseHTTPResponse,
+        pieces: Iterator[bytes],
+        exchange: Exchange,
+        deadlines: Deadlines,
+    ) -> None:
         self._resp = upstream_resp
         self._pieces = pieces
+        self._exchange = exchange
+        self._deadlines = deadlines
 
     def __iter__(self) -> Iterator[bytes]:
         # NOTE: a failure here comes after the status line went out: it propagates, and
@@ -483,8 +559,81 @@ class _Relay:
         return self._pieces
 
     def close(self) -> None:
-        """Drop the connection if the body was not read to the end."""
-        self._resp.close()
+        """End the exchange; drop the connection if the body was not read to the end."""
+        self._deadlines.end(self._exchange)
+        _drop(self._resp)
+
+
+class _BadHead(Exception):
+    """The upstream's status line or header fields cannot be relayed as they are."""
+
+
+def _checked_head(upstream_resp: BaseHTTPResponse) -> int | None:
+    """The Content-Length the body is framed by (None: chunked or until close).
+
+    SECURITY: http.client is lenient where a proxy must not be: it takes any status up to
+    999, control bytes in header values and a Content-Length in Unicode digits, and it
+    frames a body chunked while a Content-Length says otherwise. None of that is relayed.
+    """
+    # http.client skips 100 Continue itself; any other interim answer cannot be relayed.
+    if not 200 <= upstream_resp.status <= 599:
+        raise _BadHead
+    fields = upstream_resp.headers
+    for name, value in fields.items():
+        if not _TOKEN(name) or _CONTROL(value):
+            raise _BadHead
+    coding = fields.get("transfer-encoding")
+    if coding is not None:
+        if coding.strip().lower() != "chunked":
+            raise _BadHead
+        return None
+    length = fields.get("content-length")
+    if length is None:
+        return None
+    values = {value.strip() for value in length.split(",")}
+    text = values.pop()
+    if values or not _LENGTH(text):
+        raise _BadHead
+    return int(text)
+
+
+def _failure(ex: Exception, exchange: Exchange) -> str:
+    """Why an exchange failed: unreachable, dropped, timeout or bad (a broken answer)."""
+    if exchange.expired:
+        return "timeout"
+    if isinstance(ex, (NewConnectionError, SSLError)):
+        return "unreachable"
+    if isinstance(ex, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(ex, ProtocolError) and isinstance(ex.args[-1], ConnectionError):
+        # RemoteDisconnected is a ConnectionError: closed before any response byte.
+        return "dropped"
+    return "bad"
+
+
+def _nothing_sent(ex: Exception, failure: str) -> bool:
+    """Whether the exchange failed before a connection was made (refused, or no answer to
+    the connect): the address is at fault, not the request."""
+    return failure == "unreachable" or isinstance(ex, ConnectTimeoutError)
+
+
+def _failed(failure: str) -> falcon.HTTPError:
+    if failure == "timeout":
+        return _timed_out()
+    if failure == "bad":
+        return falcon.HTTPBadGateway(
+            description="The upstream service failed.", code=ProblemType.UPSTREAM_FAILED
+        )
+    return falcon.HTTPBadGateway(
+        description="The upstream service could not be reached.",
+        code=ProblemType.UPSTREAM_UNREACHABLE,
+    )
+
+
+def _drop(upstream_resp: BaseHTTPResponse) -> None:
+    """Close the connection (a half-read body would poison the next exchange)."""
+    upstream_resp.close()
+    upstream_resp.release_conn()
 
 
 def _is_json(content_type: str) -> bool:
@@ -494,7 +643,8 @@ def _is_json(content_type: str) -> bool:
 
 def _timed_out() -> falcon.HTTPGatewayTimeout:
     return falcon.HTTPGatewayTimeout(
-        description="The upstream service did not answer in time.", code="upstream_timeout"
+        description="The upstream service did not answer in time.",
+        code=ProblemType.UPSTREAM_TIMEOUT,
     )
 
 
@@ -503,12 +653,12 @@ def _invalid_token(description: str) -> falcon.HTTPUnauthorized:
         title="Unauthorized",
         description=description,
         challenges=[f'Bearer error="invalid_token", error_description="{description}"'],
-        code="invalid_token",
+        code=ProblemType.INVALID_TOKEN,
     )
 
 
 def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
     return falcon.HTTPContentTooLarge(
         description=f"The request body exceeds {limit} bytes.",
-        code="body_too_large",
+        code=ProblemType.CONTENT_TOO_LARGE,
     )

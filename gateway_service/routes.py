@@ -10,10 +10,16 @@ from typing import Any
 
 import yaml
 
+from authgate_common.access import Access, operation_access
+from authgate_common.secrets_file import INTERNAL_PATH_PREFIX
 from gateway_service.settings import Rate, RouteConfig, Settings, SettingsError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM_RE = re.compile(r"\{[^/{}]+\}")
+# What the gateway checks for each reading of an operation's `security`.
+_TOKEN_POLICY = {Access.PUBLIC: "none", Access.OPTIONAL: "optional", Access.REQUIRED: "required"}
+# A spec-routed request whose method the spec does not declare for its path.
+_UNDECLARED = "undeclared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,8 @@ class Decision:
     rate: Rate | None
     policy: str  # rate-limit bucket name: "default", "auth:<operationId>", or the literal rate
     fail_open: bool
+    # The methods the spec declares for the path, when the request's is not one of them.
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +41,7 @@ class _Operation:
     method: str
     pattern: re.Pattern[str]
     operation_id: str
-    public: bool
-    optional: bool
+    access: Access
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -56,7 +63,7 @@ def template_pattern(template: str) -> re.Pattern[str]:
 
 
 def spec_operations(spec: Mapping[str, Any]) -> list[_Operation]:
-    """List each operation with whether its effective `security` lets anonymous callers in."""
+    """List each operation with the access its effective `security` asks for."""
     global_security = spec.get("security", [])
     operations = []
     for template, item in spec["paths"].items():
@@ -64,15 +71,12 @@ def spec_operations(spec: Mapping[str, Any]) -> list[_Operation]:
             operation = item.get(method) if isinstance(item, dict) else None
             if not isinstance(operation, dict):
                 continue
-            security = operation.get("security", global_security) or []
-            anonymous = not security or any(not requirement for requirement in security)
             operations.append(
                 _Operation(
                     method=method.upper(),
                     pattern=template_pattern(template),
                     operation_id=str(operation.get("operationId", "")),
-                    public=not security,
-                    optional=bool(security) and anonymous,
+                    access=operation_access(operation, global_security),
                 )
             )
     return operations
@@ -114,6 +118,12 @@ class RouteTable:
             return None
         lookup_method = "GET" if method == "HEAD" else method
         access = self._token_policy(route, lookup_method, path)
+        if access == _UNDECLARED:
+            allow = self._allowed(path)
+            if allow:
+                return Decision(route.prefix, route.upstream, "required", None, "", True, allow)
+            # SECURITY: anything the spec does not declare public needs a token.
+            access = "required"
         policy = route.rate_limit
         rate, fail_open = self._policies[policy]
         if policy == "default":
@@ -125,6 +135,11 @@ class RouteTable:
         return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
+        # SECURITY: the auth service's internal endpoints (the revocation feed) are for the
+        # gateway alone; no route, not even a catch-all "/", may reach them.
+        lowered = path.lower()
+        if lowered.startswith(INTERNAL_PATH_PREFIX) or lowered == INTERNAL_PATH_PREFIX[:-1]:
+            return None
         for route in self._routes:
             prefix = route.prefix
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
@@ -136,11 +151,19 @@ class RouteTable:
             return route.auth
         for op in self._by_method.get(method, ()):
             if op.pattern.match(path):
-                if op.public:
-                    return "none"
-                return "optional" if op.optional else "required"
-        # SECURITY: anything the spec does not declare public needs a token.
-        return "required"
+                return _TOKEN_POLICY[op.access]
+        return _UNDECLARED
+
+    def _allowed(self, path: str) -> tuple[str, ...]:
+        """The methods the spec declares for this path (HEAD wherever GET is)."""
+        methods = [
+            method
+            for method, ops in self._by_method.items()
+            if any(op.pattern.match(path) for op in ops)
+        ]
+        if "GET" in methods:
+            methods.append("HEAD")
+        return tuple(methods)
 
     def _sensitive_operation(self, route: RouteConfig, method: str, path: str) -> str | None:
         if route.auth != "spec":

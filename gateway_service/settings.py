@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -12,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from authgate_common.env import EnvError, EnvReader, Network
+from authgate_common.secrets_file import INTERNAL_PATH_PREFIX, MIN_INTERNAL_TOKEN_LENGTH
+
 DEFAULT_SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi" / "auth.yaml"
+DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "HS256"})
 AUTH_MODES = frozenset({"required", "optional", "none", "spec"})
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -21,7 +24,7 @@ LOG_FORMATS = frozenset({"json", "console"})
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day)s?\s*$")
 
 
-class SettingsError(ValueError):
+class SettingsError(EnvError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
@@ -120,7 +123,13 @@ class Settings:
     rate_limit_auth: Rate = field(default_factory=lambda: Rate(20, 60))
     rate_limit_fail_open: bool = True
     rate_limit_auth_fail_open: bool = False
-    revocation_fail_open: bool = True
+    # SECURITY: with Redis down, refuse bearer requests (503) rather than let a revoked
+    # session's access token through; GATEWAY_REVOCATION_FAIL_OPEN=true trades that away.
+    revocation_fail_open: bool = False
+    revocation_poll_seconds: float = 2.0
+    # None: the embedded default, generated once under `<var_dir>/internal/` (create_app).
+    internal_api_token: str | None = field(default=None, repr=False)
+    var_dir: Path = DEFAULT_VAR_DIR
     rate_limit_key_prefix: str = "authgate:rl:"
     rate_limited_operations: tuple[str, ...] = (
         "login",
@@ -129,17 +138,20 @@ class Settings:
         "confirm_password_reset",
     )
     cors_origins: tuple[str, ...] = ()
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     spec_path: Path = DEFAULT_SPEC_PATH
     connect_timeout: float = 2.0
     read_timeout: float = 30.0
+    request_deadline: float = 60.0
     max_body_bytes: int = 1024 * 1024
     upstream_retries: int = 1
     upstream_ca_file: Path | None = None
     pool_size: int = 8
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 30.0
+    # 0: off, the OS resolves upstream names per connection (see discovery.py).
+    dns_refresh_seconds: float = 0.0
     redis_timeout_seconds: float = 0.25
     hsts_max_age: int = 31536000
     access_log: bool = True
@@ -160,6 +172,11 @@ class Settings:
                 raise SettingsError("JWT_ALGORITHM: HS256 cannot be combined with other algorithms")
             if not self.jwt_secret or len(self.jwt_secret.encode()) < 32:
                 raise SettingsError("JWT_SECRET: HS256 needs a secret of at least 32 bytes")
+        token = self.internal_api_token
+        if token is not None and len(token) < MIN_INTERNAL_TOKEN_LENGTH:
+            raise SettingsError(
+                f"INTERNAL_API_TOKEN: at least {MIN_INTERNAL_TOKEN_LENGTH} characters"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"LOG_FORMAT: expected one of {sorted(LOG_FORMATS)}")
         endpoint = self.otel_exporter_otlp_endpoint
@@ -175,156 +192,133 @@ class Settings:
         """Where the verifier fetches the keys."""
         return self.jwks_url or f"{self.auth_service_url}/.well-known/jwks.json"
 
+    @property
+    def revocation_feed_url(self) -> str:
+        """The auth service's feed of revoked sessions (GET, internal token)."""
+        return f"{self.auth_service_url}{INTERNAL_PATH_PREFIX}v1/revoked-sessions"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise SettingsError naming the variable."""
-        env = _Env(os.environ if environ is None else environ)
+        env = EnvReader(os.environ if environ is None else environ, SettingsError)
         d = cls()  # the defaults are the fields' own, written once
         auth_url = _check_url(env.text("AUTH_SERVICE_URL", d.auth_service_url), "AUTH_SERVICE_URL")
         routes = list(default_routes(auth_url))
-        for extra in env.routes("GATEWAY_ROUTES"):
+        for extra in _routes(env, "GATEWAY_ROUTES"):
             # NOTE: a configured prefix replaces a default one with the same prefix.
             routes = [r for r in routes if r.prefix != extra.prefix] + [extra]
         return cls(
-            port=env.integer("GATEWAY_PORT", d.port, 1, 65535),
+            port=env.integer("GATEWAY_PORT", d.port, minimum=1, maximum=65535),
             auth_service_url=auth_url,
-            redis_url=env.text("REDIS_URL", "") or None,
-            jwt_algorithms=tuple(env.items("JWT_ALGORITHM", ",".join(d.jwt_algorithms))),
-            jwt_secret=env.text("JWT_SECRET", "") or None,
+            redis_url=env.optional("REDIS_URL"),
+            jwt_algorithms=env.csv("JWT_ALGORITHM", d.jwt_algorithms),
+            jwt_secret=env.optional("JWT_SECRET"),
             jwt_issuer=env.text("JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.text("JWT_AUDIENCE", d.jwt_audience),
             jwt_leeway_seconds=env.integer(
-                "GATEWAY_JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds, 0, 300
+                "GATEWAY_JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds, minimum=0, maximum=300
             ),
-            jwks_url=env.text("GATEWAY_JWKS_URL", "") or None,
+            jwks_url=env.optional("GATEWAY_JWKS_URL"),
             jwks_min_refresh_seconds=env.number(
-                "GATEWAY_JWKS_MIN_REFRESH_SECONDS", d.jwks_min_refresh_seconds, 0.0
+                "GATEWAY_JWKS_MIN_REFRESH_SECONDS", d.jwks_min_refresh_seconds, minimum=0.0
             ),
             jwks_max_age_seconds=env.number(
-                "GATEWAY_JWKS_MAX_AGE_SECONDS", d.jwks_max_age_seconds, 1.0
+                "GATEWAY_JWKS_MAX_AGE_SECONDS", d.jwks_max_age_seconds, minimum=1.0
             ),
             token_cache_size=env.integer(
-                "GATEWAY_TOKEN_CACHE_SIZE", d.token_cache_size, 0, 10_000_000
+                "GATEWAY_TOKEN_CACHE_SIZE", d.token_cache_size, minimum=0, maximum=10_000_000
             ),
-            rate_limit_default=env.rate("RATE_LIMIT_DEFAULT", d.rate_limit_default),
-            rate_limit_auth=env.rate("RATE_LIMIT_AUTH", d.rate_limit_auth),
-            rate_limit_fail_open=env.flag("RATE_LIMIT_FAIL_OPEN", d.rate_limit_fail_open),
-            rate_limit_auth_fail_open=env.flag(
+            rate_limit_default=_rate(env, "RATE_LIMIT_DEFAULT", d.rate_limit_default),
+            rate_limit_auth=_rate(env, "RATE_LIMIT_AUTH", d.rate_limit_auth),
+            rate_limit_fail_open=env.boolean("RATE_LIMIT_FAIL_OPEN", d.rate_limit_fail_open),
+            rate_limit_auth_fail_open=env.boolean(
                 "RATE_LIMIT_AUTH_FAIL_OPEN", d.rate_limit_auth_fail_open
             ),
-            revocation_fail_open=env.flag("GATEWAY_REVOCATION_FAIL_OPEN", d.revocation_fail_open),
+            revocation_fail_open=env.boolean(
+                "GATEWAY_REVOCATION_FAIL_OPEN", d.revocation_fail_open
+            ),
+            revocation_poll_seconds=env.number(
+                "GATEWAY_REVOCATION_POLL_SECONDS", d.revocation_poll_seconds, minimum=0.05
+            ),
+            internal_api_token=env.optional("INTERNAL_API_TOKEN"),
+            var_dir=Path(env.text("AUTHGATE_VAR_DIR", str(d.var_dir))),
             rate_limit_key_prefix=env.text(
                 "GATEWAY_RATE_LIMIT_KEY_PREFIX", d.rate_limit_key_prefix
             ),
-            rate_limited_operations=tuple(
-                env.items(
-                    "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS", ",".join(d.rate_limited_operations)
-                )
+            rate_limited_operations=env.csv(
+                "GATEWAY_AUTH_RATE_LIMITED_OPERATIONS", d.rate_limited_operations
             ),
-            cors_origins=tuple(env.items("CORS_ORIGINS", "")),
+            cors_origins=env.csv("CORS_ORIGINS"),
             trusted_proxies=env.networks("TRUSTED_PROXIES"),
             routes=tuple(routes),
             spec_path=Path(env.text("GATEWAY_OPENAPI_PATH", str(d.spec_path))),
-            connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", d.connect_timeout, 0.01),
-            read_timeout=env.number("GATEWAY_READ_TIMEOUT", d.read_timeout, 0.01),
-            max_body_bytes=env.integer("GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, 0, 1 << 34),
-            upstream_retries=env.integer("GATEWAY_UPSTREAM_RETRIES", d.upstream_retries, 0, 5),
-            upstream_ca_file=env.ca_file("GATEWAY_UPSTREAM_CA_FILE"),
-            pool_size=env.integer("GATEWAY_THREADS", d.pool_size, 1, 1024),
+            connect_timeout=env.number("GATEWAY_CONNECT_TIMEOUT", d.connect_timeout, minimum=0.01),
+            read_timeout=env.number("GATEWAY_READ_TIMEOUT", d.read_timeout, minimum=0.01),
+            request_deadline=env.number(
+                "GATEWAY_REQUEST_DEADLINE_SECONDS", d.request_deadline, minimum=0.01
+            ),
+            max_body_bytes=env.integer(
+                "GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=0, maximum=1 << 34
+            ),
+            upstream_retries=env.integer(
+                "GATEWAY_UPSTREAM_RETRIES", d.upstream_retries, minimum=0, maximum=5
+            ),
+            upstream_ca_file=_ca_file(env, "GATEWAY_UPSTREAM_CA_FILE"),
+            pool_size=env.integer("GATEWAY_THREADS", d.pool_size, minimum=1, maximum=1024),
             breaker_failure_threshold=env.integer(
-                "GATEWAY_BREAKER_FAILURES", d.breaker_failure_threshold, 1, 10_000
+                "GATEWAY_BREAKER_FAILURES", d.breaker_failure_threshold, minimum=1, maximum=10_000
             ),
             breaker_reset_seconds=env.number(
-                "GATEWAY_BREAKER_RESET_SECONDS", d.breaker_reset_seconds, 0.01
+                "GATEWAY_BREAKER_RESET_SECONDS", d.breaker_reset_seconds, minimum=0.01
             ),
             redis_timeout_seconds=env.number(
-                "GATEWAY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, 0.001
+                "GATEWAY_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, minimum=0.001
             ),
-            hsts_max_age=env.integer("GATEWAY_HSTS_MAX_AGE", d.hsts_max_age, 0, 1 << 31),
-            access_log=env.flag("GATEWAY_ACCESS_LOG", d.access_log),
-            metrics=env.flag("GATEWAY_METRICS", d.metrics),
-            prometheus_multiproc_dir=env.text("PROMETHEUS_MULTIPROC_DIR", "") or None,
+            dns_refresh_seconds=env.number(
+                "GATEWAY_DNS_REFRESH_SECONDS", d.dns_refresh_seconds, minimum=0.0
+            ),
+            hsts_max_age=env.integer(
+                "GATEWAY_HSTS_MAX_AGE", d.hsts_max_age, minimum=0, maximum=1 << 31
+            ),
+            access_log=env.boolean("GATEWAY_ACCESS_LOG", d.access_log),
+            metrics=env.boolean("GATEWAY_METRICS", d.metrics),
+            prometheus_multiproc_dir=env.optional("PROMETHEUS_MULTIPROC_DIR"),
             log_format=env.text("LOG_FORMAT", d.log_format).lower(),
-            otel_exporter_otlp_endpoint=env.text("OTEL_EXPORTER_OTLP_ENDPOINT", "") or None,
+            otel_exporter_otlp_endpoint=env.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
             # NOTE: one .env often serves both services, and OTEL_SERVICE_NAME there names
             # the auth service; the gateway's own variable wins so its spans keep its name.
-            otel_service_name=env.text("GATEWAY_OTEL_SERVICE_NAME", "")
-            or env.text("OTEL_SERVICE_NAME", "")
-            or d.otel_service_name,
+            otel_service_name=env.optional("GATEWAY_OTEL_SERVICE_NAME")
+            or env.text("OTEL_SERVICE_NAME", d.otel_service_name),
         )
 
 
-class _Env:
-    """Typed accessors over an environment mapping; errors name the variable."""
+def _rate(env: EnvReader, name: str, default: Rate) -> Rate:
+    raw = env.optional(name)
+    return default if raw is None else Rate.parse(raw, name)
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
 
-    def ca_file(self, name: str) -> Path | None:
-        """A PEM file of CA certificates, checked now (a bad one fails at start-up)."""
-        raw = self.text(name, "")
-        if not raw:
-            return None
-        try:
-            ssl.create_default_context(cafile=raw)
-        except (OSError, ssl.SSLError) as ex:
-            raise SettingsError(
-                f"{name}: not a readable PEM file of CA certificates ({ex.strerror or ex})"
-            ) from None
-        return Path(raw)
+def _ca_file(env: EnvReader, name: str) -> Path | None:
+    """A PEM file of CA certificates, checked now (a bad one fails at start-up)."""
+    raw = env.optional(name)
+    if raw is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=raw)
+    except (OSError, ssl.SSLError) as ex:
+        raise env.fail(
+            name, f"not a readable PEM file of CA certificates ({ex.strerror or ex})"
+        ) from None
+    return Path(raw)
 
-    def text(self, name: str, default: str) -> str:
-        return self._environ.get(name, default).strip()
 
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.text(name, str(default))
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}")
-        return value
-
-    def number(self, name: str, default: float, low: float) -> float:
-        raw = self.text(name, str(default))
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
-        if not value >= low:
-            raise SettingsError(f"{name}: must be at least {low}")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        raw = self.text(name, "true" if default else "false").lower()
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}: expected true or false, got {raw!r}")
-
-    def rate(self, name: str, default: Rate) -> Rate:
-        raw = self._environ.get(name)
-        return default if raw is None else Rate.parse(raw.strip(), name)
-
-    def items(self, name: str, default: str) -> list[str]:
-        return [item.strip() for item in self.text(name, default).split(",") if item.strip()]
-
-    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        try:
-            return tuple(ipaddress.ip_network(item, strict=False) for item in self.items(name, ""))
-        except ValueError as ex:
-            raise SettingsError(f"{name}: {ex}") from None
-
-    def routes(self, name: str) -> list[RouteConfig]:
-        raw = self.text(name, "")
-        if not raw:
-            return []
-        try:
-            items = json.loads(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: not valid JSON") from None
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise SettingsError(f"{name}: expected a JSON list of route objects")
-        return [RouteConfig.from_mapping(item, name) for item in items]
+def _routes(env: EnvReader, name: str) -> list[RouteConfig]:
+    raw = env.optional(name)
+    if raw is None:
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise env.fail(name, "not valid JSON") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise env.fail(name, "expected a JSON list of route objects")
+    return [RouteConfig.from_mapping(item, name) for item in items]

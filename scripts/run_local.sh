@@ -34,7 +34,9 @@ wait_for() {
 }
 
 echo "==> Starting the auth service on 127.0.0.1:$AUTH_PORT"
-$BIN/gunicorn -c deploy/gunicorn_auth.conf.py &
+# The gateway, on this host, is the auth service's only client: the auth service believes
+# its X-Forwarded-For, so login throttles count per real client address, not all as one.
+TRUSTED_PROXIES=127.0.0.1/32 $BIN/gunicorn -c deploy/gunicorn_auth.conf.py &
 pids+=($!)
 wait_for "http://127.0.0.1:$AUTH_PORT/healthz"
 

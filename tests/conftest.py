@@ -10,13 +10,20 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 import sqlalchemy
+
+# The hooks that let tests/test_problem_types_observed.py judge a whole run.
+from problem_observer import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_deselected,
+    pytest_runtest_logreport,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -34,6 +41,12 @@ def server_missing(name: str, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def missing_server() -> Callable[[str, str], None]:
+    """server_missing, for test modules: `from conftest import` is ambiguous in subpackages."""
+    return server_missing
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

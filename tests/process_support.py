@@ -21,6 +21,10 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+# One shared secret for every auth service and gateway the tests start, so any gateway
+# can read any auth service's revocation feed (each would otherwise generate its own in
+# its own var directory). Pass INTERNAL_API_TOKEN="" to test the generated default.
+TEST_INTERNAL_API_TOKEN = "test-internal-api-token-" + "0" * 16
 
 
 def free_port() -> int:
@@ -121,6 +125,7 @@ def running_auth_service(
         "AUTHGATE_VAR_DIR": str(var_dir or root),
         "BCRYPT_ROUNDS": "4",
         "REDIS_URL": "",  # none unless the caller gives one
+        "INTERNAL_API_TOKEN": TEST_INTERNAL_API_TOKEN,
         "AUTH_PORT": str(port),
         "WEB_CONCURRENCY": str(workers),
         "PYTHONPATH": str(REPO),

@@ -1,9 +1,9 @@
 """Deployment files agree with each other and with the code: compose, Dockerfile, gunicorn, env.
 
-There is no Docker engine here (nor in CI), so these checks are what keeps the deployment
-honest: they parse the files the engine would read and cross-check them against the
-gunicorn configs, the settings modules and .env.example. The gunicorn configs are also
-booted for real, with a probe WSGI app, to prove what they trust.
+Static checks, fast and engine-free: they parse the files the engine would read and
+cross-check them against the gunicorn configs, the settings modules and .env.example. The
+gunicorn configs are also booted for real, with a probe WSGI app, to prove what they
+trust. tests/test_compose_stack.py runs the stack itself on a Docker engine.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from gunicorn.config import Config
 from gunicorn.workers.gthread import ThreadWorker
 from process_support import free_port
 
+from authgate_common.env import EnvError
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -40,8 +42,8 @@ GUNICORN_CONFS = {
 GUNICORN_COMMON = ROOT / "deploy" / "gunicorn_common.py"
 SETTINGS_MODULES = [ROOT / "auth_service" / "settings.py", ROOT / "gateway_service" / "settings.py"]
 
-# DESIGN §8: operators and deploy scripts rely on these exact names.
-DESIGN_ENV_NAMES = {
+# Operators and deploy scripts rely on these exact names (README, .env.example).
+OPERATOR_ENV_NAMES = {
     "DATABASE_URL", "REDIS_URL", "AUTH_PORT", "GATEWAY_PORT", "AUTH_SERVICE_URL",
     "JWT_ALGORITHM", "JWT_PRIVATE_KEY_FILE", "JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE",
     "ACCESS_TOKEN_EXPIRE_MINUTES", "REFRESH_TOKEN_EXPIRE_DAYS", "REFRESH_REUSE_GRACE_SECONDS",
@@ -295,14 +297,32 @@ def test_app_containers_read_env_and_keep_the_signing_key(
 ) -> None:
     for name in ("auth", "gateway", "migrate"):
         env_files = services[name].get("env_file", [])
-        paths = [item["path"] if isinstance(item, dict) else item for item in env_files]
-        assert ".env" in paths, f"{name} does not read .env (env_file)"
+        assert ".env" in env_files, f"{name} does not read .env (env_file)"
         assert services[name].get("user") in (None, "app", "10001"), f"{name} overrides USER"
     mounts = [str(volume).split(":") for volume in services["auth"].get("volumes", [])]
     assert any(target == "/app/var" for _, target, *_ in mounts), (
         "auth needs a named volume at /app/var: the generated signing key must outlive "
         "the container and be shared by replicas"
     )
+
+
+def test_every_image_is_configurable(compose: dict[str, Any]) -> None:
+    # Mirrors, private registries and deploy/offline/'s air-gapped images replace them.
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("${POSTGRES_IMAGE:-postgres:")
+    assert services["redis"]["image"].startswith("${REDIS_IMAGE:-redis:")
+    for name in ("auth", "gateway", "migrate"):
+        args = services[name]["build"]["args"]
+        assert args["PYTHON_IMAGE"].startswith("${PYTHON_IMAGE:-python:3.11"), name
+    assert "ARG PYTHON_IMAGE=python:3.11" in DOCKERFILE.read_text()
+
+
+def test_compose_file_is_readable_by_compose_v1(compose: dict[str, Any]) -> None:
+    # Compose v1 (1.29) rejects a top-level `name:` and env_file's `path:`/`required:` form.
+    assert "name" not in compose, "a top-level name: breaks Compose v1; the Makefile names it"
+    for name, service in compose["services"].items():
+        for item in service.get("env_file", []):
+            assert isinstance(item, str), f"{name}: env_file {item!r} needs Compose >= 2.24"
 
 
 def test_compose_variables_are_documented(
@@ -443,7 +463,7 @@ def test_gunicorn_conf_refuses_bad_values(
     service: str, name: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     variable = f"{service.upper()}_{name}" if name == "PORT" else name
-    with pytest.raises(RuntimeError, match=variable):
+    with pytest.raises(EnvError, match=variable):
         load_gunicorn_conf(GUNICORN_CONFS[service], monkeypatch, **{variable: value})
 
 
@@ -566,7 +586,7 @@ def test_gunicorn_believes_configured_proxies(run_gunicorn: Any) -> None:
 
 
 def test_env_example_lists_the_design_names(env_example: dict[str, str | None]) -> None:
-    missing = sorted(DESIGN_ENV_NAMES - set(env_example))
+    missing = sorted(OPERATOR_ENV_NAMES - set(env_example))
     assert not missing, f".env.example lacks {missing}"
 
 

@@ -17,6 +17,8 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from authgate_common.problem_types import PROBLEM_TYPE_BASE, ProblemType
+
 SPEC_PATH = Path(__file__).resolve().parents[1] / "openapi" / "auth.yaml"
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
 SPEC_URI = "urn:authgate:openapi"
@@ -24,9 +26,13 @@ SPEC_URI = "urn:authgate:openapi"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 PUBLIC: list[dict[str, list[str]]] = []
 BEARER = [{"bearerAuth": []}]
+INTERNAL = [{"internalToken": []}]
+SECURITY_KINDS = {"public": PUBLIC, "bearer": BEARER, "internal": INTERNAL}
 PROBLEM_REF = "#/components/schemas/Problem"
 GATEWAY_STATUSES = {"429", "502", "503", "504"}
 BODY_STATUSES = {"400", "413", "415", "422"}
+# Actions on a resource named by the path alone: POSTs that take no body.
+BODYLESS_POSTS = {"unlock_user"}
 # The one schema allowed to be free-form: the OpenAPI document served by get_openapi.
 FREE_FORM_REFS = {"#/components/schemas/OpenAPIDocument"}
 
@@ -45,15 +51,17 @@ EXPECTED_OPERATIONS = {
     ("put", "/api/v1/users/{user_id}"): ("update_user", "bearer", "users"),
     ("delete", "/api/v1/users/{user_id}"): ("delete_user", "bearer", "users"),
     ("put", "/api/v1/users/me/password"): ("change_password", "bearer", "users"),
+    ("post", "/api/v1/users/{user_id}/unlock"): ("unlock_user", "bearer", "users"),
     ("get", "/.well-known/jwks.json"): ("get_jwks", "public", "keys"),
     ("get", "/healthz"): ("healthz", "public", "ops"),
     ("get", "/readyz"): ("readyz", "public", "ops"),
     ("get", "/metrics"): ("get_metrics", "public", "ops"),
     ("get", "/openapi.json"): ("get_openapi", "public", "ops"),
     ("get", "/docs"): ("get_docs", "public", "ops"),
+    ("get", "/internal/v1/revoked-sessions"): ("list_revoked_sessions", "internal", "internal"),
 }
 
-# DESIGN.md §3: the success status and the notable errors of each operation.
+# README's API table: the success status and the notable errors of each operation.
 EXPECTED_STATUSES = {
     "register": {"201", "403", "409", "422"},
     "login": {"200", "401", "403", "422", "429"},
@@ -67,13 +75,15 @@ EXPECTED_STATUSES = {
     "get_user": {"200", "403", "404"},
     "update_user": {"200", "403", "404", "409", "422"},
     "delete_user": {"204", "404", "409"},
-    "change_password": {"204", "400", "422"},
+    "change_password": {"204", "400", "422", "429"},
+    "unlock_user": {"204", "401", "403", "404"},
     "get_jwks": {"200"},
     "healthz": {"200"},
     "readyz": {"200", "503"},
     "get_metrics": {"200"},
     "get_openapi": {"200"},
     "get_docs": {"200"},
+    "list_revoked_sessions": {"200", "401", "422"},
 }
 
 
@@ -275,7 +285,7 @@ def test_info_servers_tags_and_security_scheme() -> None:
     # Relative on purpose: an absolute server URL breaks validation behind the gateway.
     assert SPEC["servers"] == [{"url": "/", "description": SPEC["servers"][0].get("description")}]
     tags = {tag["name"]: tag for tag in SPEC["tags"]}
-    assert set(tags) == {"auth", "users", "keys", "ops"}
+    assert set(tags) == {"auth", "users", "keys", "ops", "internal"}
     for name, tag in tags.items():
         assert tag.get("description"), f"tag {name} has no description"
     assert SPEC["components"]["securitySchemes"] == {
@@ -284,7 +294,15 @@ def test_info_servers_tags_and_security_scheme() -> None:
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": SPEC["components"]["securitySchemes"]["bearerAuth"].get("description"),
-        }
+        },
+        "internalToken": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Internal-Token",
+            "description": SPEC["components"]["securitySchemes"]["internalToken"].get(
+                "description"
+            ),
+        },
     }
 
 
@@ -381,7 +399,7 @@ def test_operation_security_is_explicit(operation: Operation) -> None:
     name = op_name(method, path, op)
     assert "security" in op, f"{name}: no explicit security (would inherit the global default)"
     wanted = EXPECTED_OPERATIONS[(method, path)][1]
-    assert op["security"] == (PUBLIC if wanted == "public" else BEARER), (
+    assert op["security"] == SECURITY_KINDS[wanted], (
         f"{name}: security should be {wanted}, is {op['security']}"
     )
 
@@ -451,7 +469,7 @@ def test_operation_error_headers(operation: Operation) -> None:
 def test_operation_request_body(operation: Operation) -> None:
     method, path, op, _ = operation
     name = op_name(method, path, op)
-    if method in ("get", "delete"):
+    if method in ("get", "delete") or op["operationId"] in BODYLESS_POSTS:
         assert "requestBody" not in op, f"{name}: {method.upper()} must not take a body"
         return
     body, _ = resolve(op.get("requestBody"))
@@ -604,7 +622,8 @@ def test_token_responses_forbid_caching() -> None:
 def openapi_core_spec() -> Any:
     from openapi_core import Config, OpenAPI
 
-    # problem+json is JSON to us but not to openapi-core (see STYLE.md pitfalls).
+    # problem+json is JSON to us but not to openapi-core (docs/architecture.md, "Decisions
+    # and why").
     config = Config(
         extra_media_type_deserializers={"application/problem+json": json.loads},
         additional_properties_default_policy="forbid",
@@ -624,6 +643,8 @@ def example_request(method: str, path: str, op: dict[str, Any], item: dict[str, 
         elif param["in"] == "query":
             args[param["name"]] = str(param["example"])
     headers = {"Authorization": "Bearer example"} if op["security"] == BEARER else {}
+    if op["security"] == INTERNAL:
+        headers = {"X-Internal-Token": "example"}
     data, content_type = None, None
     if "requestBody" in op:
         content = resolve(op["requestBody"])[0]["content"]["application/json"]
@@ -704,3 +725,67 @@ def test_spectral_style_lint_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- problem types: the registry and the spec list the same ones ------------------------
+
+PROBLEM_TYPE_SCHEMA = SPEC["components"]["schemas"]["ProblemType"]
+PROBLEM_TYPE_ROW = re.compile(r"^\| `([a-z-]+)` \| (\d{3}|4xx/5xx) \|", re.MULTILINE)
+REPO_ROOT = SPEC_PATH.parents[1]
+
+
+def test_spec_lists_exactly_the_problem_types_the_code_can_send() -> None:
+    # The services send only ProblemType members (their problem writers take nothing else).
+    listed = PROBLEM_TYPE_SCHEMA["enum"]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == {member.uri for member in ProblemType}
+
+
+def test_spec_gives_each_problem_type_its_status() -> None:
+    table = dict(PROBLEM_TYPE_ROW.findall(PROBLEM_TYPE_SCHEMA["description"]))
+    expected = {
+        member.slug: str(member.status) if member.status is not None else "4xx/5xx"
+        for member in ProblemType
+    }
+    assert table == expected
+
+
+def problem_examples(node: Any) -> Iterator[dict[str, Any]]:
+    """Every example value in the spec that is a problem document."""
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str) and node["type"].startswith(PROBLEM_TYPE_BASE):
+            yield node
+        for value in node.values():
+            yield from problem_examples(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from problem_examples(value)
+
+
+def test_problem_examples_use_registered_types_with_their_status_and_title() -> None:
+    examples = list(problem_examples(SPEC["paths"])) + list(
+        problem_examples(SPEC["components"]["responses"])
+    )
+    assert examples
+    for example in examples:
+        problem = ProblemType(example["type"].removeprefix(PROBLEM_TYPE_BASE))
+        if problem.status is not None:
+            assert example["status"] == problem.status, example
+        assert example["title"] == problem.problem_title, example
+
+
+def test_problem_type_uris_are_built_only_by_the_registry() -> None:
+    # A hand-written URI in a service would be a type the registry (and the spec) may lack.
+    registry = REPO_ROOT / "authgate_common" / "problem_types.py"
+    sources = [
+        path
+        for package in ("auth_service", "gateway_service", "authgate_common", "deploy")
+        for path in (REPO_ROOT / package).rglob("*.py")
+    ]
+    assert registry in sources
+    offenders = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sources
+        if path != registry and "authgate.dev/problems" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

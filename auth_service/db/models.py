@@ -1,10 +1,10 @@
-"""ORM models: users, login sessions, refresh tokens, password-reset tokens, login throttles."""
+"""ORM models: users, login sessions, refresh tokens, password resets, login throttles, mail."""
 
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from sqlalchemy import ForeignKey, String, Uuid
+from sqlalchemy import ForeignKey, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_service.db.base import Base, UTCDateTime, utcnow
@@ -12,9 +12,12 @@ from auth_service.db.base import Base, UTCDateTime, utcnow
 __all__ = [
     "Base",
     "LoginThrottle",
+    "MailOutbox",
+    "PasswordResetRequest",
     "PasswordResetToken",
     "RefreshToken",
     "Session",
+    "SessionRevocation",
     "User",
     "utcnow",
 ]
@@ -34,7 +37,7 @@ def _user_fk() -> Mapped[uuid.UUID]:
 
 
 class User(Base):
-    """An account; `email` is stored normalised (trimmed, lower-cased)."""
+    """An account; `email` is stored normalised (trimmed, lower-cased, IDNA domain)."""
 
     __tablename__ = "users"
 
@@ -66,6 +69,20 @@ class Session(Base):
     ip_address: Mapped[ip_address]
 
     user: Mapped[User] = relationship()
+
+
+class SessionRevocation(Base):
+    """A revoked session, for the gateway's revocation feed (GET /internal/v1/revoked-sessions).
+
+    Its own table, without a foreign key: deleting a user deletes their sessions, and the
+    gateway must still learn that those sessions ended. Rows are useless once the session's
+    access tokens have expired and are purged then.
+    """
+
+    __tablename__ = "session_revocations"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class RefreshToken(Base):
@@ -107,12 +124,57 @@ class PasswordResetToken(Base):
     user: Mapped[User] = relationship()
 
 
+class PasswordResetRequest(Base):
+    """A reset asked for by email, not yet looked at: the request path's only write.
+
+    NOTE: every email, known or not, costs the same one insert here; the background
+    sender resolves the account later and deletes the row (services/password_reset.py).
+    """
+
+    __tablename__ = "password_reset_requests"
+
+    id: Mapped[uuid_pk]
+    # NOTE: unbounded: lower-casing can lengthen a 254-character address (e.g. "İ"), and
+    # an unknown email must never fail here where a known one would not.
+    email: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class MailOutbox(Base):
+    """One outgoing mail, delivered by the outbox sender with retries (services/outbox.py).
+
+    `next_attempt_at` is NULL once nothing is left to do (sent, or failed for good); while
+    a sender holds the row it is that sender's lease.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[uuid_pk]
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_ts]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
+    sent_at: Mapped[timestamp | None]
+    failed_at: Mapped[timestamp | None]
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
 class LoginThrottle(Base):
-    """Failed-login counter per email, keyed by the email's hash so unknown emails stay private."""
+    """A failed-login counter: one row per (email, client address), one per email (the ceiling).
+
+    Only hashes are kept, so emails of non-users and client addresses never appear in clear.
+    `account_hash` (the email's hash) is on every row of an email, so a completed reset or
+    an admin can clear all of them at once.
+    """
 
     __tablename__ = "login_throttles"
 
-    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_hash: Mapped[str] = mapped_column(String(64), index=True)
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[created_ts]
     locked_until: Mapped[timestamp | None]

@@ -24,19 +24,27 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout: int = 5
+    database_url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: int = 5,
+    hide_parameters: bool = False,
 ) -> Engine:
     """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite).
 
     A request waits at most `pool_timeout` seconds for one of the pool's
     `pool_size + max_overflow` connections, then gets a 503 (never a 500 or a hang).
+    `hide_parameters` keeps statement parameters out of SQL logs and error messages.
     """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         database = url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, hide_parameters=hide_parameters
+        )
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
     # A database outage must be a fast 503, not a hang until gunicorn kills the worker.
@@ -48,6 +56,7 @@ def make_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         connect_args=connect_args,
+        hide_parameters=hide_parameters,
     )
 
 

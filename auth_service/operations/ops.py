@@ -10,6 +10,7 @@ from auth_service.docs import docs_page
 from auth_service.metrics import CONTENT_TYPE, Metrics
 from auth_service.problems import HTTPProblem
 from auth_service.spec import Contract
+from authgate_common.problem_types import ProblemType
 
 ReadinessCheck = Callable[[], bool | None]
 
@@ -35,9 +36,7 @@ class OpsOperations:
         failing = sorted(name for name, ok in results.items() if ok is False)
         if failing:
             raise HTTPProblem(
-                503,
-                code="not-ready",
-                title="Service Unavailable",
+                ProblemType.NOT_READY,
                 detail=f"Unavailable: {', '.join(failing)}",
                 headers={"Retry-After": "5"},
             )

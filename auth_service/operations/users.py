@@ -59,5 +59,11 @@ class UserOperations:
             uuid.UUID(req.context.session_id),
             body["current_password"],
             body["new_password"],
+            req.context.client_ip,
         )
+        resp.status = falcon.HTTP_204
+
+    def unlock_user(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """POST /api/v1/users/{user_id}/unlock."""
+        self._accounts.unlock(req.context.principal, uuid.UUID(user_id))
         resp.status = falcon.HTTP_204

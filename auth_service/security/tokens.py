@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -21,6 +19,9 @@ from jose import jwk, jws, jwt
 from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
+from authgate_common.claims import InvalidClaims, caller
+from authgate_common.secrets_file import read_or_create
+
 ALGORITHMS = ("RS256", "ES256", "HS256")
 MIN_HS256_SECRET_BYTES = 32
 MIN_RSA_KEY_BITS = 2048
@@ -31,6 +32,8 @@ MAX_TOKEN_LENGTH = 8192
 # default), so every registered claim we rely on is required and verified explicitly.
 _DECODE_OPTIONS = {
     "verify_signature": True,
+    # NOTE: RFC 7519 §4.1.3: `aud` may be one string or an array; python-jose accepts the
+    # token when ours is the string or among the array's strings, and refuses `[]`.
     "verify_aud": True,
     "verify_iat": True,
     "verify_exp": True,
@@ -152,30 +155,11 @@ def _generate_private_pem(algorithm: str) -> bytes:
 def load_or_create_dev_key(directory: str | os.PathLike[str], algorithm: str) -> bytes:
     """Return the dev private key PEM at `<directory>/jwt-<alg>-private.pem`, creating it once.
 
-    Several gunicorn workers may start at the same moment: each writes a complete key to
-    a private temporary file and hard-links it to the final name, which only one can do;
-    the others read the winner's key. Readers never see a partly written file.
+    Several gunicorn workers may start at the same moment; read_or_create lets exactly one
+    write the key and the others read it, never a partly written file.
     """
-    folder = Path(directory)
-    path = folder / f"jwt-{algorithm.lower()}-private.pem"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".jwt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_generate_private_pem(algorithm))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o600)  # mkstemp already uses 0600; say it explicitly
-        # FileExistsError: another process won the race, and everyone uses its key.
-        with contextlib.suppress(FileExistsError):
-            os.link(temp_name, path)
-    finally:
-        os.unlink(temp_name)
-    return path.read_bytes()
+    path = Path(directory) / f"jwt-{algorithm.lower()}-private.pem"
+    return read_or_create(path, lambda: _generate_private_pem(algorithm))
 
 
 def _load_private_key(pem: bytes, algorithm: str, source: str) -> Any:
@@ -340,11 +324,10 @@ class KeyRing:
             # python-jose reports a missing required claim with the same JWTError class as a
             # bad signature; tell them apart by checking the signature alone.
             raise InvalidTokenError(self._signature_or_claims(token, key)) from None
-        for name in ("sid", "role"):
-            if not isinstance(claims.get(name), str) or not claims[name]:
-                raise InvalidTokenError("bad_claims")
-        if not isinstance(claims.get("aud"), str):
-            raise InvalidTokenError("bad_claims")  # we only ever issue a single audience
+        try:
+            caller(claims)
+        except InvalidClaims:
+            raise InvalidTokenError("bad_claims") from None
         return claims
 
     def _signature_or_claims(self, token: str, key: Key) -> str:

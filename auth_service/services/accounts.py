@@ -18,14 +18,11 @@ from auth_service.security.passwords import (
     PasswordHasher,
     PasswordTooLongError,
 )
+from auth_service.services.emails import canonical_email, lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
+from auth_service.services.throttle import LoginThrottler, clear_account
 
 ADMIN_ONLY_FIELDS = frozenset({"is_active", "is_superuser"})
-
-
-def normalize_email(email: str) -> str:
-    """Emails are unique case-insensitively: compare and store them trimmed and lower-cased."""
-    return email.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -47,12 +44,14 @@ class AccountService:
         sessions: sessionmaker[DbSession],
         hasher: PasswordHasher,
         revocations: RevocationList,
+        throttler: LoginThrottler,
         *,
         allow_registration: bool,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
         self._revocations = revocations
+        self._throttler = throttler
         self._allow_registration = allow_registration
 
     def register(self, email: str, password: str, full_name: str | None) -> User:
@@ -65,6 +64,12 @@ class AccountService:
         """Admin creation of a user with any flags."""
         _require_admin(actor)
         return self._create(new)
+
+    def email_taken(self, email: str) -> bool:
+        """Whether a user with this email (compared normalized) exists."""
+        with self._sessions() as db:
+            found = db.scalar(select(User.id).where(User.email == lookup_email(email)))
+        return found is not None
 
     def ensure_admin(self, email: str, password: str) -> bool:
         """Create a superuser unless the email is taken; whether one was created."""
@@ -96,20 +101,27 @@ class AccountService:
         return user
 
     def update_user(self, actor: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
-        """Apply a partial update; flags are admin-only; deactivation ends all sessions."""
+        """Apply a partial update; flags are admin-only; deactivation or demotion ends all
+        sessions."""
         _require_self_or_admin(actor, user_id)
         if ADMIN_ONLY_FIELDS & changes.keys() and not actor.is_superuser:
             raise errors.Forbidden("Only an admin may change is_active or is_superuser.")
+        if "email" in changes:
+            changes = {**changes, "email": canonical_email(changes["email"])}
         revoked: list[str] = []
         try:
             with self._sessions.begin() as db:
                 user = _load_for_update(db, user_id)
+                was_superuser = user.is_superuser
                 if _loses_superuser(user, changes):
                     _keep_one_superuser(db)
                 for name, value in changes.items():
-                    setattr(user, name, normalize_email(value) if name == "email" else value)
+                    setattr(user, name, value)
                 db.flush()
-                if not user.is_active:
+                # SECURITY: access tokens carry the role; a demoted admin's tokens would say
+                # "admin" (and the gateway would forward X-User-Roles: admin) until they
+                # expire, so demotion ends the sessions exactly like deactivation.
+                if not user.is_active or (was_superuser and not user.is_superuser):
                     revoked = revoke_user_sessions(db, user.id)
         except IntegrityError:
             raise errors.EmailTaken("An account with this email already exists.") from None
@@ -127,9 +139,17 @@ class AccountService:
             db.delete(user)
         self._revocations.publish(revoked)
 
-    def change_password(self, actor: User, session_id: uuid.UUID, current: str, new: str) -> None:
-        """Change one's own password; every other session of the user ends."""
+    def change_password(
+        self, actor: User, session_id: uuid.UUID, current: str, new: str, address: str | None
+    ) -> None:
+        """Change one's own password; every other session of the user ends.
+
+        SECURITY: a wrong current password is a failed login for the throttle: a stolen
+        access token must not buy unlimited guesses at the password.
+        """
+        self._throttler.check(actor.email, address)
         if not self._hasher.verify(current, actor.hashed_password):
+            self._throttler.record_failure(actor.email, address)
             raise errors.WrongPassword("The current password is wrong.", field="current_password")
         hashed = hash_password(self._hasher, new, field="new_password")
         with self._sessions.begin() as db:
@@ -142,12 +162,22 @@ class AccountService:
                 )
             user.hashed_password = hashed
             revoked = revoke_user_sessions(db, user.id, keep=session_id)
+            self._throttler.forget_address(db, actor.email, address)
         self._revocations.publish(revoked)
+
+    def unlock(self, actor: User, user_id: uuid.UUID) -> None:
+        """Clear every login throttle of a user, from all addresses (admin only)."""
+        _require_admin(actor)
+        with self._sessions.begin() as db:
+            user = db.get(User, user_id)
+            if user is None:
+                raise errors.UserNotFound("No user with this id.")
+            clear_account(db, user.email)
 
     def _create(self, new: NewUser) -> User:
         user = User(
             id=uuid.uuid4(),
-            email=normalize_email(new.email),
+            email=canonical_email(new.email),
             hashed_password=hash_password(self._hasher, new.password, field="password"),
             full_name=new.full_name,
             is_active=new.is_active,

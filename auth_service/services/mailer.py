@@ -7,6 +7,8 @@ import smtplib
 from email.message import EmailMessage
 from typing import Protocol
 
+from auth_service.services.emails import smtp_address
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,7 @@ class SmtpMailer:
 
     def send(self, *, to: str, subject: str, body: str) -> None:
         """Send one message over a fresh SMTP connection."""
+        to = smtp_address(to)
         message = EmailMessage()
         message["From"] = self._sender
         message["To"] = to

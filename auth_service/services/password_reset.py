@@ -2,75 +2,82 @@
 
 from __future__ import annotations
 
-import logging
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from auth_service import errors
-from auth_service.db.models import PasswordResetToken, User, utcnow
+from auth_service.db.models import PasswordResetRequest, PasswordResetToken, User, utcnow
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services.accounts import hash_password, normalize_email
-from auth_service.services.mailer import Mailer
+from auth_service.services import outbox
+from auth_service.services.accounts import hash_password
+from auth_service.services.emails import lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
+from auth_service.services.throttle import clear_account
 
-log = logging.getLogger(__name__)
+# Requests read per query while resolving the queue.
+REQUEST_BATCH = 100
 
 
 class PasswordResetService:
-    """Mails reset links and redeems their tokens exactly once."""
+    """Mails reset links (through the outbox) and redeems their tokens exactly once."""
 
     def __init__(
         self,
         sessions: sessionmaker[DbSession],
         hasher: PasswordHasher,
-        mailer: Mailer,
         revocations: RevocationList,
         *,
+        mail_sessions: sessionmaker[DbSession],
         reset_url: str,
         token_ttl: timedelta,
+        doorbell: threading.Event | None = None,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
-        self._mailer = mailer
         self._revocations = revocations
+        # Resolving requests writes links into the outbox: see build_services.
+        self._mail_sessions = mail_sessions
         self._reset_url = reset_url
         self._token_ttl = token_ttl
-        # NOTE: mail goes out off the request thread, so an existing account does not
-        # answer measurably slower than an unknown email.
-        self._outbox = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail")
+        self._doorbell = doorbell or threading.Event()
 
     def request(self, email: str) -> None:
-        """Mail a reset link if an active account has this email; otherwise do nothing."""
-        email = normalize_email(email)
-        token = new_token()
+        """Queue a reset request; the mail sender resolves it later (`process_requests`).
+
+        SECURITY: the same work for every email (one insert and commit, never a look-up),
+        so neither the answer nor its timing says whether an account exists.
+        """
         with self._sessions.begin() as db:
-            user = db.scalars(
-                select(User).where(User.email == email, User.is_active.is_(True))
-            ).one_or_none()
-            if user is None:
-                return
-            db.add(
-                PasswordResetToken(
-                    id=uuid.uuid4(),
-                    token_hash=token_hash(token),
-                    user_id=user.id,
-                    expires_at=utcnow() + self._token_ttl,
+            db.add(PasswordResetRequest(id=uuid.uuid4(), email=lookup_email(email)))
+        self._doorbell.set()
+
+    def process_requests(self) -> int:
+        """Resolve queued requests: a token and its mail for each active account; count them."""
+        resolved = 0
+        while queued := self._queued():
+            resolved += sum(self._process(request_id) for request_id in queued)
+        return resolved
+
+    def _queued(self) -> list[uuid.UUID]:
+        with self._mail_sessions() as db:
+            return list(
+                db.scalars(
+                    select(PasswordResetRequest.id)
+                    .order_by(PasswordResetRequest.created_at)
+                    .limit(REQUEST_BATCH)
                 )
             )
-        # SECURITY: the link base comes from configuration, never from the Host header.
-        link = f"{self._reset_url}?{urlencode({'token': token})}"
-        self._outbox.submit(self._send, email, link)
 
     def confirm(self, token: str, new_password: str) -> None:
-        """Set the new password; the token is spent and every session of the user ends."""
+        """Set the new password; the token is spent, every session and login throttle ends."""
         hashed = hash_password(self._hasher, new_password, field="new_password")
         now = utcnow()
         with self._sessions.begin() as db:
@@ -93,12 +100,42 @@ class PasswordResetService:
                 raise errors.InvalidResetToken("The reset token is invalid, expired or used.")
             db.execute(update(User).where(User.id == row.user_id).values(hashed_password=hashed))
             revoked = revoke_user_sessions(db, row.user_id)
+            # SECURITY: whoever redeems the mailed token controls the mailbox: the owner.
+            # Their login throttles (every address and the ceiling) end with the old password.
+            clear_account(db, row.user.email)
         self._revocations.publish(revoked)
 
-    def _send(self, email: str, link: str) -> None:
-        try:
-            self._mailer.send(
-                to=email,
+    def _process(self, request_id: uuid.UUID) -> bool:
+        """Resolve one request; the token and its mail commit together or not at all."""
+        with self._mail_sessions.begin() as db:
+            email = db.scalar(
+                select(PasswordResetRequest.email).where(PasswordResetRequest.id == request_id)
+            )
+            # NOTE: the DELETE decides which of several senders resolves the request.
+            taken = rows_changed(
+                db, delete(PasswordResetRequest).where(PasswordResetRequest.id == request_id)
+            )
+            if email is None or taken == 0:
+                return False
+            user = db.scalars(
+                select(User).where(User.email == email, User.is_active.is_(True))
+            ).one_or_none()
+            if user is None:
+                return False
+            token = new_token()
+            db.add(
+                PasswordResetToken(
+                    id=uuid.uuid4(),
+                    token_hash=token_hash(token),
+                    user_id=user.id,
+                    expires_at=utcnow() + self._token_ttl,
+                )
+            )
+            # SECURITY: the link base comes from configuration, never from the Host header.
+            link = f"{self._reset_url}?{urlencode({'token': token})}"
+            outbox.enqueue(
+                db,
+                to=user.email,
                 subject="Reset your password",
                 body=(
                     "Someone asked to reset the password of this account.\n\n"
@@ -106,5 +143,4 @@ class PasswordResetService:
                     "If it was not you, ignore this mail; the link expires soon."
                 ),
             )
-        except Exception as ex:
-            log.error("password reset mail failed: %s", type(ex).__name__)
+        return True

@@ -15,9 +15,9 @@ from auth_service import errors
 from auth_service.db.models import RefreshToken, Session, User, utcnow
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
-from auth_service.security.passwords import PasswordHasher
+from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
 from auth_service.security.tokens import KeyRing
-from auth_service.services.accounts import normalize_email
+from auth_service.services.emails import lookup_email
 from auth_service.services.revocation import RevocationList, revoke_session
 from auth_service.services.throttle import LoginThrottler
 
@@ -112,21 +112,25 @@ class SessionService:
         return pair
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
-        email = normalize_email(email)
-        self._throttler.check(email)
+        email = lookup_email(email)
+        self._throttler.check(email, client.ip_address)
         with self._sessions() as db:
             user = db.scalars(select(User).where(User.email == email)).one_or_none()
         if user is None:
             # SECURITY: same bcrypt work as a wrong password, so timing reveals nothing.
             self._hasher.dummy_verify(password)
-            raise self._failed_login(email)
+            raise self._failed_login(email, client)
         if not self._hasher.verify(password, user.hashed_password):
-            raise self._failed_login(email)
+            raise self._failed_login(email, client)
         if not user.is_active:
             raise errors.InactiveUser()
+        # PERF: the new hash is computed before the transaction, so no bcrypt run holds it.
+        upgraded = self._upgraded_hash(password, user.hashed_password)
         with self._sessions.begin() as db:
             # PERF: the throttle is cleared in the session's own transaction, not a second one.
-            self._throttler.reset(db, email)
+            self._throttler.forget_address(db, email, client.ip_address)
+            if upgraded is not None:
+                _replace_hash(db, user, upgraded)
             session = Session(
                 id=uuid.uuid4(),
                 user_id=user.id,
@@ -225,8 +229,20 @@ class SessionService:
                 )
             ).one_or_none()
 
-    def _failed_login(self, email: str) -> errors.InvalidCredentials:
-        self._throttler.record_failure(email)
+    def _upgraded_hash(self, password: str, stored: str) -> str | None:
+        """Our bcrypt of a just-verified password when the stored hash is another cost or
+        an imported format; None when it is current (or cannot be: see below)."""
+        if not self._hasher.needs_rehash(stored):
+            return None
+        try:
+            return self._hasher.hash(password)
+        except PasswordTooLongError:
+            # NOTE: an imported argon2id hash of a password over bcrypt's 72 bytes stays
+            # argon2id: replacing it would lock the user out.
+            return None
+
+    def _failed_login(self, email: str, client: ClientInfo) -> errors.InvalidCredentials:
+        self._throttler.record_failure(email, client.ip_address)
         return errors.InvalidCredentials("Invalid email or password.")
 
     def _within_grace(self, used_at: datetime | None) -> bool:
@@ -265,3 +281,14 @@ class SessionService:
             audience=self._policy.audience,
         )
         return TokenPair(access, refresh[1], self._policy.access_ttl_seconds)
+
+
+def _replace_hash(db: DbSession, user: User, upgraded: str) -> None:
+    """Store the upgraded hash in the login's transaction, unless the password changed
+    since it was verified (a concurrent change or reset wins: it is the newer password)."""
+    db.execute(
+        update(User)
+        .where(User.id == user.id, User.hashed_password == user.hashed_password)
+        # NOTE: updated_at stays: a hash upgrade is no change the user or an admin made.
+        .values(hashed_password=upgraded, updated_at=User.updated_at)
+    )

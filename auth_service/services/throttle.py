@@ -1,70 +1,156 @@
-"""Per-account login throttling, for known and unknown emails alike."""
+"""Login throttling that an attacker cannot turn against the account's owner.
+
+Every failed login (or wrong current password) counts twice, for known and unknown
+emails alike:
+
+- per (email, client address): `per_address.max_failures` failures lock that pair only,
+  so someone who knows an email cannot keep its owner, elsewhere, out;
+- per email across all addresses (the ceiling): `per_account.max_failures` failures stop
+  guessing spread over many addresses. This one does lock the owner out too, until its
+  window passes, a completed password reset, or an admin unlock (`clear_account`).
+
+The database keeps hashes only: neither an email of a non-user nor a client address is
+stored in clear.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from auth_service.db.models import LoginThrottle, utcnow
-from auth_service.db.upsert import insert_ignore
+from auth_service.db.upsert import insert_or_lock
 from auth_service.errors import LoginThrottled
 from auth_service.security.opaque import token_hash
 
 
-def email_key(email: str) -> str:
-    """The throttle key: a hash, so emails of non-users are never stored in clear."""
+@dataclass(frozen=True)
+class Limit:
+    """At most `max_failures` within `seconds`; reaching it locks for `seconds` from then."""
+
+    max_failures: int
+    seconds: int
+
+    @property
+    def window(self) -> timedelta:
+        """The counting window, which is also how long a lock lasts."""
+        return timedelta(seconds=self.seconds)
+
+
+def account_key(email: str) -> str:
+    """The hash every row of an email carries (`account_hash`), to clear them together."""
     return token_hash(email)
 
 
+def address_key(email: str, address: str | None) -> str:
+    """The key of the strict counter of one email from one client address."""
+    # NOTE: the prefixes keep the two kinds of key apart; an address never contains NUL.
+    return token_hash(f"address\0{client_network(address)}\0{email}")
+
+
+def client_network(address: str | None) -> str:
+    """What one client controls: its IPv4 address, or the /64 around its IPv6 address.
+
+    SECURITY: one IPv6 host usually holds a whole /64 (2^64 addresses); counting each
+    address apart would give it unlimited fresh counters. An IPv4-mapped IPv6 address
+    (a dual-stack socket) is the IPv4 client it maps.
+    """
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or ""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def ceiling_key(email: str) -> str:
+    """The key of the email's counter across all addresses."""
+    return token_hash(f"account\0{email}")
+
+
+def clear_account(db: DbSession, email: str) -> None:
+    """Forget every counter of an email (all addresses and the ceiling), in the caller's
+    transaction: a completed password reset or an admin unlock."""
+    # NOTE: the ceiling row is locked first, as record_failure locks it: one lock order,
+    # so a reset during a stream of failures cannot deadlock on PostgreSQL.
+    db.execute(
+        select(LoginThrottle.key_hash)
+        .where(LoginThrottle.key_hash == ceiling_key(email))
+        .with_for_update()
+    )
+    db.execute(delete(LoginThrottle).where(LoginThrottle.account_hash == account_key(email)))
+
+
 class LoginThrottler:
-    """Counts failed logins per email; after `max_failures` in a window, refuses for a while."""
+    """Counts failures per (email, address) and per email; refuses while either is locked."""
 
     def __init__(
-        self, sessions: sessionmaker[DbSession], *, max_failures: int, lockout_seconds: int
+        self, sessions: sessionmaker[DbSession], *, per_address: Limit, per_account: Limit
     ) -> None:
         self._sessions = sessions
-        self._max_failures = max_failures
-        self._lockout = timedelta(seconds=lockout_seconds)
+        self._per_address = per_address
+        self._per_account = per_account
 
-    def check(self, email: str) -> None:
-        """Raise LoginThrottled while the email is locked out."""
+    def check(self, email: str, address: str | None) -> None:
+        """Raise LoginThrottled while this email is locked from this address or everywhere."""
         with self._sessions() as db:
-            locked_until = db.scalar(
+            locks = db.scalars(
                 select(LoginThrottle.locked_until).where(
-                    LoginThrottle.email_hash == email_key(email)
+                    LoginThrottle.key_hash.in_((address_key(email, address), ceiling_key(email)))
                 )
-            )
+            ).all()
         now = utcnow()
-        if locked_until is not None and locked_until > now:
-            raise LoginThrottled(retry_after=math.ceil((locked_until - now).total_seconds()))
+        until = max((lock for lock in locks if lock is not None and lock > now), default=None)
+        if until is not None:
+            raise LoginThrottled(retry_after=math.ceil((until - now).total_seconds()))
 
-    def record_failure(self, email: str) -> None:
-        """Count one failure, starting a new window when the old one has passed."""
-        key = email_key(email)
+    def record_failure(self, email: str, address: str | None) -> None:
+        """Count one failure on both counters, in one transaction."""
         now = utcnow()
+        account = account_key(email)
         with self._sessions.begin() as db:
-            # NOTE: inserting first takes the write lock (SQLite) or the row (PostgreSQL),
-            # so concurrent failures for one email are counted, not lost.
-            db.execute(
-                insert_ignore(
-                    db, LoginThrottle, {"email_hash": key, "failures": 0, "window_started_at": now}
-                )
-            )
-            row = db.scalars(
-                select(LoginThrottle).where(LoginThrottle.email_hash == key).with_for_update()
-            ).one()
-            if now - row.window_started_at > self._lockout:
-                row.failures = 0
-                row.window_started_at = now
-                row.locked_until = None
-            row.failures += 1
-            if row.failures >= self._max_failures:
-                row.locked_until = now + self._lockout
+            # NOTE: always the ceiling row first, then the address's: one lock order for
+            # every transaction (clear_account too), so PostgreSQL cannot deadlock.
+            self._count(db, ceiling_key(email), account, self._per_account, now)
+            self._count(db, address_key(email, address), account, self._per_address, now)
 
-    def reset(self, db: DbSession, email: str) -> None:
-        """Forget the failures after a successful login, in the caller's transaction."""
-        db.execute(delete(LoginThrottle).where(LoginThrottle.email_hash == email_key(email)))
+    def forget_address(self, db: DbSession, email: str, address: str | None) -> None:
+        """After a success from this address, in the caller's transaction.
+
+        SECURITY: only this address's counter: the ceiling keeps counting what every
+        other address tried, or one good login would reset a distributed attack's budget.
+        """
+        db.execute(
+            delete(LoginThrottle).where(LoginThrottle.key_hash == address_key(email, address))
+        )
+
+    @staticmethod
+    def _count(db: DbSession, key: str, account: str, limit: Limit, now: datetime) -> None:
+        """Add one failure to a counter, starting a new window when the old one has passed."""
+        # NOTE: the upsert takes the write lock (SQLite) or the row (PostgreSQL) at once,
+        # so concurrent failures are counted, not lost, and a concurrent clear waits.
+        db.execute(
+            insert_or_lock(
+                db,
+                LoginThrottle,
+                {"key_hash": key, "account_hash": account, "failures": 0, "window_started_at": now},
+                "key_hash",
+            )
+        )
+        row = db.scalars(select(LoginThrottle).where(LoginThrottle.key_hash == key)).one()
+        if now - row.window_started_at > limit.window:
+            row.failures = 0
+            row.window_started_at = now
+            row.locked_until = None
+        row.failures += 1
+        if row.failures >= limit.max_failures:
+            row.locked_until = now + limit.window

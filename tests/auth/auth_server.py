@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,25 @@ def fresh_connection(
     with requests.Session() as session:
         session.trust_env = False  # no proxies from the environment for 127.0.0.1
         return session.request(method, url, headers=headers, timeout=10, **kwargs)
+
+
+CLI = [process_support.PYTHON, "-m", "auth_service.cli"]
+
+
+def cli_env(**env: str) -> dict[str, str]:
+    """The environment for the CLI: `env`, and none of the shell's own settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_SETTINGS)}
+    return {**clean, "BCRYPT_ROUNDS": "4", **env}
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m auth_service.cli ARGS` run to its end, with `cli_env(**env)`."""
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=process_support.REPO,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -14,10 +14,11 @@ from typing import Any
 
 import sqlalchemy
 from falcon import testing
+from problem_observer import observe
 
 from auth_service.db.models import Base, RefreshToken, Session, User
+from authgate_common.problem_types import ProblemType
 
-PROBLEM_BASE = "https://authgate.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -44,16 +45,16 @@ def assert_problem(
     assert body["status"] == status
     assert body["title"]
     if code is not None:
-        assert body["type"] == PROBLEM_BASE + code, body
+        observe(body, ProblemType(code))
     named = {error["field"] for error in body.get("errors", [])}
     for field in fields:
         assert field in named, body
     return body
 
 
-def assert_unauthorized_token(result: testing.Result) -> None:
+def assert_unauthorized_token(result: testing.Result, code: str | None = None) -> None:
     """A protected operation refused a token: 401 with the RFC 6750 invalid_token challenge."""
-    assert_problem(result, 401)
+    assert_problem(result, 401, code)
     assert result.headers["www-authenticate"] == 'Bearer error="invalid_token"'
 
 

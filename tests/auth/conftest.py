@@ -15,8 +15,10 @@ import pytest
 import sqlalchemy
 from auth_api import Api
 from falcon import testing
+from process_support import free_port
+from smtp_inbox import Inbox, smtp_server
 
-from auth_service.app import create_app
+from auth_service.app import create_service
 from auth_service.db.migrations import upgrade
 from auth_service.db.models import Base
 from auth_service.settings import DEFAULT_SPEC_PATH, Settings
@@ -85,17 +87,24 @@ AppFactory = Callable[..., testing.TestClient]
 
 @pytest.fixture
 def make_client(settings: Settings, contract: Contract) -> Iterator[AppFactory]:
-    """Build a client for an app with some settings changed (engines disposed afterwards)."""
-    apps = []
+    """Build a client for an app with some settings changed.
+
+    Each app's mail sender runs in a thread, as in a gunicorn worker, and is stopped
+    afterwards: a sender outliving its test would deliver the next test's mail.
+    """
+    senders = []
 
     def build(mailer: Any = None, **overrides: Any) -> testing.TestClient:
-        app = create_app(
-            dataclasses.replace(settings, **overrides), mailer=mailer, contract=contract
-        )
-        apps.append(app)
-        return testing.TestClient(app)
+        changed = dataclasses.replace(settings, **overrides)
+        service = create_service(changed, mailer=mailer, contract=contract)
+        if changed.mail_sender_in_process:
+            service.mail_sender.start()
+            senders.append(service.mail_sender)
+        return testing.TestClient(service.app)
 
     yield build
+    for sender in senders:
+        sender.stop()
 
 
 @pytest.fixture
@@ -108,3 +117,11 @@ def client(make_client: AppFactory) -> testing.TestClient:
 def api(client: testing.TestClient) -> Api:
     """API helpers over the default client."""
     return Api(client)
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server (aiosmtpd) on a free port: what it received, and its port."""
+    port = free_port()
+    with smtp_server(port) as handler:
+        yield handler, port

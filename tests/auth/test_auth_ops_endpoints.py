@@ -110,9 +110,17 @@ def test_metrics_is_prometheus_text(client: testing.TestClient) -> None:
 
 @pytest.mark.parametrize("path", ["/nope", "/api/v1/auth/unknown", "/api/v1/users/me/nothing"])
 def test_unknown_path_is_404_problem(client: testing.TestClient, path: str) -> None:
-    body = assert_problem(client.simulate_get(path), 404)
-    assert body["type"] == "about:blank"
+    body = assert_problem(client.simulate_get(path), 404, "not-found")
     assert body["title"] == "Not Found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("DELETE", "/api/v1/auth/login"), ("POST", "/healthz")]
+)
+def test_unknown_method_is_405_problem(client: testing.TestClient, method: str, path: str) -> None:
+    result = client.simulate_request(method, path)
+    assert_problem(result, 405, "method-not-allowed")
+    assert method not in result.headers["allow"]
 
 
 def test_trailing_slash_is_not_the_route(client: testing.TestClient) -> None:

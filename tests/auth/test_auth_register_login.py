@@ -16,7 +16,7 @@ from falcon import testing
 from jose import jwt
 
 from auth_service.db.models import LoginThrottle, RefreshToken, Session
-from auth_service.services.throttle import email_key
+from auth_service.services.throttle import account_key, address_key, ceiling_key
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
@@ -155,19 +155,36 @@ def test_login_throttled_after_max_failures(make_client, database_url: str, know
     throttled = api.login("ada@example.com")
     assert_problem(throttled, 429, "login-throttled")
     assert 0 < int(throttled.headers["retry-after"]) <= 900
-    throttles = rows(database_url, sqlalchemy.select(LoginThrottle.__table__))
-    assert [row.email_hash for row in throttles] == [email_key("ada@example.com")]
-    assert throttles[0].locked_until is not None
+    # Two counters, both under the account's hash: this address's (locked) and the
+    # ceiling across addresses (3 of 100, not locked). Hashes only, never the email or IP.
+    throttles = {
+        row.key_hash: row for row in rows(database_url, sqlalchemy.select(LoginThrottle.__table__))
+    }
+    pair, ceiling = address_key("ada@example.com", "127.0.0.1"), ceiling_key("ada@example.com")
+    assert set(throttles) == {pair, ceiling}
+    assert {row.account_hash for row in throttles.values()} == {account_key("ada@example.com")}
+    assert throttles[pair].failures == 3
+    assert throttles[pair].locked_until is not None
+    assert throttles[ceiling].failures == 3
+    assert throttles[ceiling].locked_until is None
+    stored = " ".join(str(value) for row in throttles.values() for value in row)
+    assert "ada" not in stored
+    assert "127.0.0.1" not in stored
     assert rows(database_url, sqlalchemy.select(Session.__table__)) == []
 
 
-def test_login_success_resets_the_throttle(make_client, database_url: str) -> None:
+def test_login_success_resets_the_address_throttle(make_client, database_url: str) -> None:
     api = Api(make_client(login_max_failures=3))
     api.register("ada@example.com")
     for _ in range(2):
         assert api.login("ada@example.com", "wrong password").status_code == 401
     assert api.login("ada@example.com").status_code == 200
-    assert rows(database_url, sqlalchemy.select(LoginThrottle.__table__)) == []
+    # This address's counter is gone; the ceiling keeps counting every address's failures,
+    # or one good login would give a distributed attack a fresh budget.
+    throttles = rows(database_url, sqlalchemy.select(LoginThrottle.__table__))
+    assert [(row.key_hash, row.failures) for row in throttles] == [
+        (ceiling_key("ada@example.com"), 2)
+    ]
     # Two more failures are again below the limit of three.
     for _ in range(2):
         assert api.login("ada@example.com", "wrong password").status_code == 401

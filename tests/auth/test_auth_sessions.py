@@ -151,7 +151,9 @@ def test_logout_revokes_the_session(api: Api, database_url: str) -> None:
     assert result.text == ""
     session_id = refresh_row(database_url, user["refresh_token"]).session_id
     assert session_row(database_url, session_id).revoked_at is not None
-    assert_unauthorized_token(api.client.simulate_get(ME, headers=bearer(user["access_token"])))
+    assert_unauthorized_token(
+        api.client.simulate_get(ME, headers=bearer(user["access_token"])), "session-revoked"
+    )
     assert_problem(refresh(api.client, user["refresh_token"]), 401, "invalid-refresh-token")
     # Only that session ended: the other login still works.
     assert api.client.simulate_get(ME, headers=bearer(other["access_token"])).status_code == 200

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import argon2
+import bcrypt
 import pytest
 import sqlalchemy
+from auth_api import Api
+from authcheck import assert_problem, rows
 from falcon import testing
+from jose import jwt
 
 from auth_service.app import create_app
+from auth_service.db.models import User
 from auth_service.settings import DEFAULT_SPEC_PATH, Settings
 from auth_service.spec import Contract
 
@@ -116,6 +125,13 @@ def test_create_admin_creates_a_superuser_once(
     assert again.returncode == 0, again.stderr
     assert "already exists" in again.stdout
     assert ADMIN_PASSWORD not in again.stdout + again.stderr
+    assert f"Database: {migrated_env['DATABASE_URL']}" in again.stdout
+
+    # No password at all (no TTY): an existing admin is reported before any prompt.
+    no_password = {k: v for k, v in env.items() if k != "FIRST_SUPERUSER_PASSWORD"}
+    exists = run_cli("create-admin", env=no_password)
+    assert exists.returncode == 0, exists.stderr
+    assert "already exists" in exists.stdout
 
     # The admin can log in and use the admin API.
     settings = Settings(
@@ -188,3 +204,194 @@ def test_unknown_command_and_help(cli_env: dict[str, str]) -> None:
     assert "migrate" in helped.stdout and "create-admin" in helped.stdout
     wrong = run_cli("drop-everything", env=cli_env)
     assert wrong.returncode == 2
+
+
+def test_create_admin_refuses_an_invalid_email(migrated_env: dict[str, str]) -> None:
+    env = {
+        **migrated_env,
+        "FIRST_SUPERUSER_EMAIL": "root@exa mple.com",
+        "FIRST_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
+    }
+    done = run_cli("create-admin", env=env)
+    assert done.returncode == 2
+    assert "FIRST_SUPERUSER_EMAIL is not a valid email address" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- import-users -------------------------------------------------------------------------
+
+MONOLITH_PASSWORD = "monolith passphrase 1"
+
+
+def monolith_users() -> list[dict[str, Any]]:
+    """Users as full-stack-fastapi-template stores them: argon2id (pwdlib) and bcrypt $2a$."""
+    return [
+        {
+            "email": "Ada@Example.com",
+            "hashed_password": argon2.PasswordHasher().hash(MONOLITH_PASSWORD),
+            "full_name": "Ada Lovelace",
+            "is_active": True,
+            "is_superuser": True,
+        },
+        {
+            "email": "bob@example.com",
+            "hashed_password": bcrypt.hashpw(
+                MONOLITH_PASSWORD.encode(), bcrypt.gensalt(rounds=5, prefix=b"2a")
+            ).decode(),
+            "full_name": None,
+            "is_active": True,
+            "is_superuser": False,
+        },
+    ]
+
+
+def write_users(path: Path, users: list[dict[str, Any]]) -> Path:
+    """CSV (with a header) for a .csv path, JSON lines otherwise."""
+    if path.suffix == ".csv":
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(users[0]))
+            writer.writeheader()
+            writer.writerows(
+                {
+                    k: "" if v is None else str(v).lower() if isinstance(v, bool) else v
+                    for k, v in u.items()
+                }
+                for u in users
+            )
+    else:
+        path.write_text("".join(json.dumps(user) + "\n" for user in users), encoding="utf-8")
+    return path
+
+
+def import_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "AUTHGATE_VAR_DIR": str(tmp_path), "BCRYPT_ROUNDS": "4"}
+
+
+def stored_users(database_url: str) -> dict[str, Any]:
+    return {row.email: row for row in rows(database_url, sqlalchemy.select(User.__table__))}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_import_users_then_log_in_and_the_hash_is_replaced(
+    api: Api, database_url: str, tmp_path: Path, suffix: str
+) -> None:
+    users = monolith_users()
+    source = write_users(tmp_path / f"users{suffix}", users)
+    done = run_cli("import-users", str(source), env=import_env(database_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "Done: 2 created, 0 skipped (email exists), 0 invalid, of 2 rows." in done.stdout
+    assert all(user["hashed_password"] not in done.stdout + done.stderr for user in users)
+
+    stored = stored_users(database_url)
+    assert set(stored) == {"ada@example.com", "bob@example.com"}
+    ada, bob = stored["ada@example.com"], stored["bob@example.com"]
+    assert ada.hashed_password == users[0]["hashed_password"]  # imported as-is
+    assert (ada.full_name, ada.is_active, ada.is_superuser) == ("Ada Lovelace", True, True)
+    assert bob.hashed_password.startswith("$2a$05$")
+    assert (bob.full_name, bob.is_superuser) == (None, False)
+
+    for email in ("ada@example.com", "bob@example.com"):
+        assert_problem(api.login(email, "not the password"), 401, "invalid-credentials")
+        assert stored_users(database_url)[email].hashed_password == stored[email].hashed_password
+        first = api.login(email, MONOLITH_PASSWORD)
+        assert first.status_code == 200, first.text
+        upgraded = stored_users(database_url)[email].hashed_password
+        assert upgraded.startswith("$2b$04$")  # our prefix and BCRYPT_ROUNDS
+        assert api.login(email, MONOLITH_PASSWORD).status_code == 200
+        assert_problem(api.login(email, "not the password"), 401, "invalid-credentials")
+    token = api.login("ada@example.com", MONOLITH_PASSWORD).json["access_token"]
+    assert jwt.get_unverified_claims(token)["role"] == "admin"
+
+
+def test_import_users_dry_run_writes_nothing(api: Api, database_url: str, tmp_path: Path) -> None:
+    api.register("bob@example.com")
+    source = write_users(tmp_path / "users.csv", monolith_users())
+    done = run_cli("import-users", "--dry-run", str(source), env=import_env(database_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "Dry run, nothing written: 1 to create, 1 skipped (email exists), 0 invalid, of 2 rows."
+        in done.stdout
+    )
+    assert set(stored_users(database_url)) == {"bob@example.com"}
+
+
+def test_import_users_skips_existing_users_untouched(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    api.register("bob@example.com")
+    before = stored_users(database_url)["bob@example.com"].hashed_password
+    source = write_users(tmp_path / "users.jsonl", monolith_users())
+    done = run_cli("import-users", str(source), env=import_env(database_url, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "Done: 1 created, 1 skipped (email exists), 0 invalid, of 2 rows." in done.stdout
+    assert stored_users(database_url)["bob@example.com"].hashed_password == before
+    assert api.login("bob@example.com").status_code == 200  # still the registered password
+
+
+def test_import_users_with_bad_rows_writes_nothing_and_names_each(
+    database_url: str, tmp_path: Path
+) -> None:
+    good = monolith_users()
+    bad = [
+        {**good[1], "email": "carol@exa mple.com"},
+        {**good[1], "email": "dan@example.com", "hashed_password": "plaintext-password"},
+        {**good[1], "email": "eve@example.com", "hashed_password": "$pbkdf2-sha256$29000$x$y"},
+        {**good[1], "email": "fay@example.com", "is_active": "maybe"},
+        {**good[1], "email": "ADA@example.com"},
+    ]
+    source = write_users(tmp_path / "users.csv", [*good, *bad])
+    done = run_cli("import-users", str(source), env=import_env(database_url, tmp_path))
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "line 4: email: not a valid email address" in lines
+    unsupported = "unsupported hash format (expected bcrypt $2a$/$2b$ or argon2id)"
+    assert f"line 5: hashed_password: {unsupported}" in lines
+    assert f"line 6: hashed_password: {unsupported}" in lines
+    assert "line 7: is_active: not a boolean (use true or false)" in lines
+    assert "line 8: email: duplicate of line 2" in lines
+    assert "nothing was written" in done.stderr
+    assert "Nothing written: 2 to create, 0 skipped (email exists), 5 invalid, of 7 rows." in (
+        done.stdout
+    )
+    assert "plaintext-password" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert stored_users(database_url) == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("email,password\na@example.com,x\n", "unknown CSV column(s) 'password'"),
+        ("email,full_name\na@example.com,A\n", "lacks the column(s) hashed_password"),
+    ],
+)
+def test_import_users_refuses_a_file_it_cannot_read(
+    cli_env: dict[str, str], tmp_path: Path, content: str, message: str
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(content, encoding="utf-8")
+    done = run_cli("import-users", str(source), env=cli_env)
+    assert done.returncode == 2
+    assert message in done.stderr
+    missing = run_cli("import-users", str(tmp_path / "absent.csv"), env=cli_env)
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr
+
+
+def test_import_users_reports_bad_json_lines(migrated_env: dict[str, str], tmp_path: Path) -> None:
+    source = tmp_path / "users.jsonl"
+    good = json.dumps({**monolith_users()[1], "is_superuser": "yes"})
+    numeric = json.dumps({"email": "y@example.com", "hashed_password": 5})
+    source.write_text(
+        f'{good}\n\nnot json\n["a"]\n{{"email": "x@example.com", "role": "admin"}}\n{numeric}\n'
+    )
+    done = run_cli("import-users", str(source), env=migrated_env)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "line 3: row: is not valid JSON" in lines
+    assert "line 4: row: is not a JSON object" in lines
+    assert "line 5: row: unknown field(s) 'role'" in lines
+    assert "line 6: hashed_password: must be text" in lines
+    assert "Nothing written: 1 to create, 0 skipped (email exists), 4 invalid, of 5 rows." in (
+        done.stdout
+    )

@@ -17,11 +17,13 @@ import sqlalchemy
 from auth_api import Api, bearer
 from authcheck import empty_all_tables, refresh_row, rows, session_row
 from falcon import testing
+from problem_observer import observe
 
 from auth_service.app import create_app
 from auth_service.db.models import RefreshToken, User
 from auth_service.settings import DEFAULT_SPEC_PATH, Settings
 from auth_service.spec import Contract
+from authgate_common.problem_types import ProblemType
 
 pytestmark = pytest.mark.postgres
 
@@ -87,7 +89,7 @@ def test_parallel_refreshes_with_one_token_one_wins(
     assert statuses(results) == {200: 1, 409: PARALLEL - 1}, [r.text for r in results]
     for result in results:
         if result.status_code == 409:
-            assert result.json["type"] == "https://authgate.dev/problems/refresh-token-rotated"
+            observe(result.json, ProblemType.REFRESH_TOKEN_ROTATED)
     old = refresh_row(migrated_postgres, user["refresh_token"])
     assert family_size(migrated_postgres, old.session_id) == 2
     assert session_row(migrated_postgres, old.session_id).revoked_at is None

@@ -7,23 +7,21 @@ writes to stderr, plus every record pytest captured.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import logging
 import re
-import socket
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from email import message_from_bytes
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from auth_api import PASSWORD, Api, bearer
 from falcon import testing
 from opentelemetry.sdk.trace import TracerProvider
+from smtp_inbox import RESET_URL, Inbox, reset_token_from
 
-from auth_service.app import create_app
+from auth_service.app import create_app, create_service
 from auth_service.logs import configure_logging
 from auth_service.settings import Settings
 from auth_service.spec import Contract
@@ -101,7 +99,7 @@ def test_client_ip_comes_from_trusted_proxies_only(
     service_logging: Callable[[str], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    behind = make_client(trusted_proxies=("127.0.0.1/32",))
+    behind = make_client(trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
     direct = make_client()
     service_logging("json")
     forwarded = {"X-Forwarded-For": "203.0.113.7"}
@@ -178,51 +176,26 @@ def test_console_access_line_is_readable(
 # --------------------------------------------------------------------------- no secrets
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope.content)
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_inbox() -> Iterator[tuple[int, _Inbox]]:
-    """A real SMTP server (aiosmtpd) that keeps what it receives."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, inbox
-    controller.stop()
-
-
-def reset_token(inbox: _Inbox) -> str:
-    deadline = time.monotonic() + 5
-    while not inbox.messages and time.monotonic() < deadline:
-        time.sleep(0.02)
-    [raw] = inbox.messages
-    body = message_from_bytes(raw).get_payload(decode=True).decode()
-    match = re.search(r"\?token=([A-Za-z0-9_\-]+)", body)
-    assert match, body
-    return match.group(1)
-
-
 def test_a_full_flow_at_debug_logs_no_password_or_token(
     settings: Settings,
     contract: Contract,
-    smtp_inbox: tuple[int, _Inbox],
+    inbox: tuple[Inbox, int],
     service_logging: Callable[[str], None],
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port, inbox = smtp_inbox
-    smtp = replace(settings, smtp_host="127.0.0.1", smtp_port=port, response_validation="log")
+    mail, port = inbox
+    smtp = replace(
+        settings,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        password_reset_url=RESET_URL,
+        response_validation="log",
+    )
     provider = TracerProvider()  # tracing on too: span attributes must not leak either
-    api = Api(testing.TestClient(create_app(smtp, contract=contract, tracer_provider=provider)))
+    service = create_service(smtp, contract=contract, tracer_provider=provider)
+    service.mail_sender.start()  # the outbox's SQL and the mail it sends are logged too
+    api = Api(testing.TestClient(service.app))
     service_logging("json")
     caplog.set_level(logging.DEBUG)
     # As if SQLAlchemy's echo were on: statements and their parameters are logged.
@@ -253,7 +226,7 @@ def test_a_full_flow_at_debug_logs_no_password_or_token(
 
         requested = api.client.simulate_post("/api/v1/auth/password-reset", json={"email": email})
         assert requested.status_code == 202
-        token = reset_token(inbox)
+        token = reset_token_from(mail.wait_for(1)[0][1])
         secrets.append(token)
         confirmed = api.client.simulate_post(
             "/api/v1/auth/password-reset/confirm",
@@ -280,6 +253,7 @@ def test_a_full_flow_at_debug_logs_no_password_or_token(
         )
         assert logout.status_code == 204
     finally:
+        service.mail_sender.stop()
         logging.getLogger("sqlalchemy.engine").setLevel(logging.NOTSET)
         logging.getLogger("mail.log").setLevel(logging.NOTSET)
 

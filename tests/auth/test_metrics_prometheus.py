@@ -16,12 +16,14 @@ import pytest
 from auth_api import PASSWORD, Api, set_user_flags
 from auth_server import fresh_connection, running_auth_service
 from falcon import testing
+from problem_observer import assert_problem_type, observe
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth_service.app import create_app
 from auth_service.settings import Settings
 from auth_service.spec import Contract
+from authgate_common.problem_types import ProblemType
 
 AppFactory = Callable[..., testing.TestClient]
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +147,7 @@ def test_refresh_rotations_races_reuse_and_invalid_are_counted(make_client: AppF
     replayed = strict.client.simulate_post(REFRESH, json={"refresh_token": token})
     assert replayed.status_code == 401
     # The client cannot tell reuse from any other invalid token; only the metric can.
-    assert replayed.json["type"].endswith("/invalid-refresh-token")
+    observe(replayed.json, ProblemType.INVALID_REFRESH_TOKEN)
     text = scrape(strict.client)
     assert value(text, "authgate_refreshes_total", outcome="rotated") == 1
     assert value(text, "authgate_refreshes_total", outcome="reuse") == 1
@@ -162,7 +164,10 @@ def test_response_contract_breaches_are_counted(
     settings = Settings(**{**settings.__dict__, "response_validation": mode})
     client = testing.TestClient(create_app(settings, contract=Contract(document)))
 
-    assert client.simulate_get("/healthz").status_code == status
+    first = client.simulate_get("/healthz")
+    assert first.status_code == status
+    if mode == "strict":
+        assert_problem_type(first, ProblemType.RESPONSE_CONTRACT_VIOLATION)
     assert client.simulate_get("/healthz").status_code == status
     assert client.simulate_get("/readyz").status_code == 200
     text = scrape(client)

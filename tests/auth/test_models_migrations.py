@@ -139,6 +139,36 @@ def test_upgrade_matches_models_and_downgrade_removes_everything(database_url: s
     assert _table_names(database_url) == expected
 
 
+def _columns(database_url: str, table: str) -> set[str]:
+    """Return the column names of a table as the database has them."""
+    engine = make_engine(database_url)
+    try:
+        return {column["name"] for column in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def test_login_throttle_revision_upgrades_and_downgrades(database_url: str) -> None:
+    """0003 swaps the per-email counter for per-key counters that know their account, and back."""
+    migrations.upgrade(database_url, "0001")
+    assert "email_hash" in _columns(database_url, "login_throttles")
+    migrations.upgrade(database_url, "0003_login_throttle_per_address")
+    assert _columns(database_url, "login_throttles") == {
+        "key_hash",
+        "account_hash",
+        "failures",
+        "window_started_at",
+        "locked_until",
+    }
+    migrations.downgrade(database_url, "0001")
+    assert _columns(database_url, "login_throttles") == {
+        "email_hash",
+        "failures",
+        "window_started_at",
+        "locked_until",
+    }
+
+
 def test_pending_diff_reports_drift(database_url: str) -> None:
     """pending_diff is not trivially empty: a schema that differs from the models is reported."""
     migrations.upgrade(database_url)
@@ -243,7 +273,11 @@ def test_defaults_and_timestamps_round_trip_as_aware_utc(
     with sessions.begin() as s:
         user = _new_user("defaults@example.com")
         s.add(user)
-        s.add(LoginThrottle(email_hash=_token_hash(), failures=3, locked_until=locked))
+        s.add(
+            LoginThrottle(
+                key_hash=_token_hash(), account_hash=_token_hash(), failures=3, locked_until=locked
+            )
+        )
         s.flush()
         user_id = user.id
     after = utcnow()
@@ -274,7 +308,11 @@ def test_naive_datetimes_are_refused(migrated: tuple[sa.Engine, sessionmaker[DbS
     _, sessions = migrated
     naive = datetime(2030, 1, 1)
     with pytest.raises(StatementError), sessions.begin() as s:
-        s.add(LoginThrottle(email_hash=_token_hash(), failures=1, locked_until=naive))
+        s.add(
+            LoginThrottle(
+                key_hash=_token_hash(), account_hash=_token_hash(), failures=1, locked_until=naive
+            )
+        )
 
 
 def test_sqlite_connections_enforce_foreign_keys_and_use_wal(tmp_path: Path) -> None:

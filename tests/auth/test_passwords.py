@@ -2,10 +2,16 @@
 
 from typing import Any
 
+import argon2
 import bcrypt
 import pytest
 
-from auth_service.security.passwords import MAX_PASSWORD_BYTES, PasswordHasher, PasswordTooLongError
+from auth_service.security.passwords import (
+    MAX_PASSWORD_BYTES,
+    PasswordHasher,
+    PasswordTooLongError,
+    is_supported_hash,
+)
 
 ROUNDS = 4  # the cheapest cost bcrypt allows: keeps the suite fast
 
@@ -118,6 +124,81 @@ def test_needs_rehash_detects_a_cost_change(hasher: PasswordHasher) -> None:
     assert hasher.needs_rehash(hasher.hash("pw")) is False
     assert hasher.needs_rehash(PasswordHasher(rounds=5).hash("pw")) is True
     assert hasher.needs_rehash("garbage") is True
+
+
+# --- hashes imported from the monolith ----------------------------------------------------
+
+# What full-stack-fastapi-template stores: pwdlib's Argon2Hasher is argon2-cffi's defaults.
+MONOLITH_ARGON2 = argon2.PasswordHasher()
+
+
+def bcrypt_2a(password: str, rounds: int = ROUNDS) -> str:
+    """A bcrypt hash with the older `$2a$` prefix (passlib, other bcrypt libraries)."""
+    salt = bcrypt.gensalt(rounds=rounds, prefix=b"2a")
+    return bcrypt.hashpw(password.encode(), salt).decode()
+
+
+def test_imported_argon2id_verifies_and_needs_rehash(hasher: PasswordHasher) -> None:
+    hashed = MONOLITH_ARGON2.hash("correct horse battery staple")
+    assert hashed.startswith("$argon2id$")
+    assert hasher.verify("correct horse battery staple", hashed) is True
+    assert hasher.verify("correct horse battery stapl", hashed) is False
+    assert hasher.verify("", hashed) is False
+    assert hasher.needs_rehash(hashed) is True
+
+
+def test_imported_argon2id_of_a_long_password_verifies(hasher: PasswordHasher) -> None:
+    """argon2 reads every byte: a monolith user with a 100-byte password can still sign in."""
+    long_password = "p" * 100
+    hashed = MONOLITH_ARGON2.hash(long_password)
+    assert hasher.verify(long_password, hashed) is True
+    assert hasher.verify("p" * MAX_PASSWORD_BYTES, hashed) is False
+
+
+@pytest.mark.parametrize("kind", [argon2.Type.I, argon2.Type.D])
+def test_other_argon2_variants_are_not_accepted(hasher: PasswordHasher, kind: argon2.Type) -> None:
+    hashed = argon2.PasswordHasher(type=kind).hash("pw")
+    assert hasher.verify("pw", hashed) is False
+    assert is_supported_hash(hashed) is False
+
+
+def test_imported_2a_verifies_and_is_replaced_even_at_our_cost(hasher: PasswordHasher) -> None:
+    hashed = bcrypt_2a("correct horse battery staple")
+    assert hashed.startswith(f"$2a${ROUNDS:02d}$")
+    assert hasher.verify("correct horse battery staple", hashed) is True
+    assert hasher.verify("Correct horse battery staple", hashed) is False
+    assert hasher.needs_rehash(hashed) is True
+
+
+@pytest.mark.parametrize(
+    "hashed",
+    [
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$" + "A" * 43,  # mangled digest
+        "$argon2id$v=19$m=65536,t=3,p=4$",
+        "$argon2id$garbage",
+    ],
+)
+def test_corrupt_argon2id_is_false_not_an_exception(hasher: PasswordHasher, hashed: str) -> None:
+    assert hasher.verify("any password", hashed) is False
+
+
+def test_supported_hash_formats() -> None:
+    assert is_supported_hash(bcrypt_2a("pw")) is True
+    assert is_supported_hash(PasswordHasher(rounds=4).hash("pw")) is True
+    assert is_supported_hash(MONOLITH_ARGON2.hash("pw")) is True
+    for unsupported in (
+        "",
+        "plaintext-password",
+        "$2y$04$" + "a" * 53,  # PHP's prefix
+        "$2b$03$" + "a" * 53,  # below bcrypt's minimum cost
+        "$2b$04$" + "a" * 52,
+        "$pbkdf2-sha256$29000$abc$def",
+        "$argon2id$v=19$m=65536,t=3,p=4$",
+        # A hash that would make each of that user's sign-ins cost 4 GiB of memory.
+        "$argon2id$v=19$m=4194304,t=1,p=4$c2FsdHNhbHRzYWx0$" + "A" * 43,
+        "$argon2id$v=19$m=65536,t=100,p=4$c2FsdHNhbHRzYWx0$" + "A" * 43,
+    ):
+        assert is_supported_hash(unsupported) is False, unsupported
 
 
 @pytest.mark.parametrize("rounds", [3, 32])

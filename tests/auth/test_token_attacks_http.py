@@ -125,7 +125,8 @@ BAD_CLAIMS = [
     ("expired", {"exp": -60, "iat": -3660, "nbf": -3660}),
     ("not-yet-valid", {"nbf": 600}),
     ("wrong-aud", {"aud": "someone-else"}),
-    ("aud-list", {"aud": ["authgate-api", "someone-else"]}),
+    ("aud-list-without-ours", {"aud": ["someone-else", "evil"]}),
+    ("aud-empty-list", {"aud": []}),
     ("wrong-iss", {"iss": "evil"}),
     ("missing-sid", {"sid": None}),
     ("missing-exp", {"exp": None}),
@@ -151,6 +152,16 @@ def test_signed_token_with_bad_claims_is_refused(api: Api, forger: Forger) -> No
         result = me(api, forger.sign(claims))
         assert result.status_code == 401, case
         assert_unauthorized_token(result)
+
+
+def test_audience_array_is_accepted_only_with_ours(api: Api, forger: Forger) -> None:
+    # RFC 7519 §4.1.3: `aud` may be an array; ours among its members is enough.
+    ours = forger.claims["aud"]
+    accepted = me(api, forger.sign(forger.changed(aud=["billing-api", ours])))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json["email"] == "ada@example.com"
+    for aud in (["billing-api"], [], ["billing-api", ours.upper()]):
+        assert_unauthorized_token(me(api, forger.sign(forger.changed(aud=aud))))
 
 
 def test_unknown_kid_is_refused(api: Api, forger: Forger) -> None:

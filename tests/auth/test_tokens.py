@@ -322,8 +322,30 @@ def test_wrong_audience_is_refused(material: Material) -> None:
     """A token for another audience is refused, and so is one checked against another."""
     assert_refused(material, material.issue(audience="other-api"), "bad_claims")
     assert_refused(material, material.issue(), "bad_claims", audience="other-api")
+
+
+def test_audience_array_containing_ours_is_accepted(material: Material) -> None:
+    """RFC 7519 §4.1.3: `aud` may be an array; ours among its members is enough."""
     listed = material.sign(material.claims(aud=["other-api", AUDIENCE]))
-    assert_refused(material, listed, "bad_claims")
+    assert material.decode(listed)["aud"] == ["other-api", AUDIENCE]
+    assert material.decode(material.sign(material.claims(aud=[AUDIENCE])))["sub"] == "user-1"
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [
+        ["other-api"],
+        [],
+        ["other-api", AUDIENCE.upper()],  # audiences are case-sensitive
+        [AUDIENCE + " "],
+        [[AUDIENCE]],
+        [AUDIENCE, 7],  # every member must be a string
+        {"aud": AUDIENCE},
+    ],
+)
+def test_audience_array_without_ours_is_refused(material: Material, aud: Any) -> None:
+    """An array without our audience, an empty one, or one with non-strings is refused."""
+    assert_refused(material, material.sign(material.claims(aud=aud)), "bad_claims")
 
 
 def test_wrong_issuer_is_refused(material: Material) -> None:

@@ -234,6 +234,29 @@ def test_admin_deactivation_revokes_sessions(api: Api, database_url: str) -> Non
     assert api.client.simulate_get(ME, headers=bearer(admin["access_token"])).status_code == 200
 
 
+def test_admin_demotion_revokes_sessions(api: Api, database_url: str) -> None:
+    # Access tokens carry the role: a demoted admin's would say "admin" until they expire.
+    root = api.admin(database_url)
+    ada = api.admin(database_url, "ada@example.com")
+    result = api.client.simulate_put(
+        user_url(ada["id"]), json={"is_superuser": False}, headers=bearer(root["access_token"])
+    )
+    assert result.status_code == 200, result.text
+    assert live_sessions(database_url, ada["id"]) == []
+    assert_unauthorized_token(api.client.simulate_get(ME, headers=bearer(ada["access_token"])))
+    again = api.login("ada@example.com")
+    assert again.status_code == 200, again.text
+    users = api.client.simulate_get(USERS, headers=bearer(again.json["access_token"]))
+    assert_problem(users, 403, "forbidden")
+    # Neither the admin's own session nor an unrelated update of ada is affected.
+    assert len(live_sessions(database_url, root["id"])) == 1
+    renamed = api.client.simulate_put(
+        user_url(ada["id"]), json={"full_name": "Ada"}, headers=bearer(root["access_token"])
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert len(live_sessions(database_url, ada["id"])) == 1
+
+
 def test_admin_promotes_user(api: Api, database_url: str) -> None:
     admin = api.admin(database_url)
     ada = api.user("ada@example.com")

@@ -5,7 +5,9 @@ X-Echo-Status (status code), X-Echo-Sleep (seconds), X-Echo-Content-Type (e.g. t
 for an unreadable error page), X-Echo-Header ("Name: value; Name2: value2" added to the
 response), X-Echo-Body-Size (answer with that many bytes instead of the echo).
 GET /__hits returns how many echo requests arrived (per process; run it with one worker),
-/.well-known/jwks.json serves the file named by ECHO_JWKS_FILE, /healthz answers 200.
+/.well-known/jwks.json serves the file named by ECHO_JWKS_FILE, /healthz answers 200, and
+/internal/v1/revoked-sessions (the feed every gateway worker polls) an empty page; neither
+counts as an echo request.
 """
 
 import base64
@@ -16,6 +18,7 @@ import time
 
 _lock = threading.Lock()
 _hits = {"echo": 0, "jwks": 0}
+_EMPTY_FEED = {"items": [], "next_cursor": "0." + "0" * 32 + ".0", "has_more": False}
 
 
 def _count(name):
@@ -37,6 +40,8 @@ def app(environ, start_response):
         return _json(start_response, "200 OK", dict(_hits))
     if path == "/healthz":
         return _json(start_response, "200 OK", {"status": "ok"})
+    if path == "/internal/v1/revoked-sessions":
+        return _json(start_response, "200 OK", _EMPTY_FEED)
     if path == "/.well-known/jwks.json":
         _count("jwks")
         with open(os.environ["ECHO_JWKS_FILE"], "rb") as fh:

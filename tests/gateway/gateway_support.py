@@ -12,6 +12,7 @@ import socketserver
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +25,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from jose import jwt
-from process_support import REPO, free_port, start_gunicorn, stop, wait_http
+from process_support import (
+    REPO,
+    TEST_INTERNAL_API_TOKEN,
+    free_port,
+    start_gunicorn,
+    stop,
+    wait_http,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -232,6 +240,7 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
             "WEB_CONCURRENCY": str(workers),
             "GATEWAY_THREADS": "8",
             "PYTHONPATH": str(REPO),
+            "INTERNAL_API_TOKEN": TEST_INTERNAL_API_TOKEN,
         }
     )
     full_env.update(env)
@@ -262,6 +271,32 @@ class RawUpstream(socketserver.ThreadingTCPServer):
     def url(self) -> str:
         """Its base URL."""
         return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def answer(self, sock: socket.socket) -> None:
+        """Send the whole answer at once."""
+        if self.response:
+            sock.sendall(self.response)
+
+
+class DripUpstream(RawUpstream):
+    """A RawUpstream that sends its answer one byte every `interval` seconds.
+
+    `dropped` is set once the peer has closed the connection on it mid-answer.
+    """
+
+    def __init__(self, response: bytes, interval: float) -> None:
+        self.interval = interval
+        self.dropped = threading.Event()
+        super().__init__(response)
+
+    def answer(self, sock: socket.socket) -> None:
+        """Trickle the answer; stop when the peer goes away."""
+        try:
+            for byte in self.response:
+                sock.sendall(bytes([byte]))
+                time.sleep(self.interval)
+        except OSError:
+            self.dropped.set()
 
 
 class TlsRawUpstream(RawUpstream):
@@ -319,5 +354,4 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 return
             data += chunk
         self.server.requests.append(data)
-        if self.server.response:
-            self.request.sendall(self.server.response)
+        self.server.answer(self.request)

@@ -11,7 +11,10 @@ from gateway_support import (
     Gateway,
     launch_gateway,
 )
+from problem_observer import observe
 from process_support import running_auth_service
+
+from authgate_common.problem_types import ProblemType
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +77,7 @@ def test_register_login_me_refresh_logout(front: Gateway):
     anonymous = requests.get(f"{base}/auth/me", timeout=10)
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"] == "Bearer"
-    assert anonymous.json()["type"] == "https://authgate.dev/problems/missing_token"
+    observe(anonymous.json(), ProblemType.MISSING_TOKEN)
 
     refreshed = requests.post(
         f"{base}/auth/refresh", timeout=10, json={"refresh_token": pair["refresh_token"]}
@@ -98,7 +101,7 @@ def test_register_login_me_refresh_logout(front: Gateway):
     assert revoked.status_code == 401
     assert revoked.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
     assert "revoked" in revoked.headers["WWW-Authenticate"]  # refused at the gateway
-    assert revoked.json()["type"] == "https://authgate.dev/problems/invalid_token"
+    observe(revoked.json(), ProblemType.INVALID_TOKEN)
 
 
 def test_traversal_against_real_auth(front: Gateway):
@@ -107,7 +110,7 @@ def test_traversal_against_real_auth(front: Gateway):
     req.url = f"{front.url}/api/v1/auth/%2e%2e/users"
     resp = status.send(req, timeout=10)
     assert resp.status_code == 401
-    assert resp.json()["type"] == "https://authgate.dev/problems/missing_token"
+    observe(resp.json(), ProblemType.MISSING_TOKEN)
 
 
 def test_jwks_and_spec_through_gateway(front: Gateway):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 
+import falcon
 import pytest
 import requests
 from falcon import testing
 from gateway_support import Echo, Gateway, Minter, free_port, gateway_env, launch_gateway
+from problem_observer import observe
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.app import create_app
 
 
@@ -35,7 +38,7 @@ def test_body_over_limit_by_content_length(gateway: Gateway, echo: Echo):
     resp = requests.post(f"{gateway.url}/api/v1/catalog/upload", data=b"x" * 5000, timeout=5)
     assert resp.status_code == 413
     assert resp.headers["Content-Type"] == "application/problem+json"
-    assert resp.json()["type"] == "https://authgate.dev/problems/body_too_large"
+    observe(resp.json(), ProblemType.CONTENT_TOO_LARGE)
     assert echo.hits()["echo"] == before
     assert (
         requests.post(
@@ -156,6 +159,7 @@ def test_readyz(gateway: Gateway, start_gateway, echo: Echo):
     assert resp.status_code == 503
     assert resp.headers["Content-Type"] == "application/problem+json"
     assert resp.json()["detail"] == "Not ready: upstream:/api/v1/down"
+    observe(resp.json(), ProblemType.NOT_READY)
     assert "127.0.0.1" not in resp.text
 
 
@@ -244,13 +248,36 @@ def test_unexpected_error_is_bare_500(settings_for):
     assert result.status_code == 500
     assert result.headers["Content-Type"] == "application/problem+json"
     assert result.json == {
-        "type": "about:blank",
+        "type": "https://authgate.dev/problems/internal-error",
         "title": "Internal Server Error",
         "status": 500,
         "detail": "An unexpected error occurred.",
         "request_id": "r-500",
     }
     assert result.headers["X-Content-Type-Options"] == "nosniff"
+    observe(result.json, ProblemType.INTERNAL_ERROR)
+
+
+def test_only_registered_problem_types_leave(settings_for):
+    app = create_app(settings_for())
+
+    class Refusing:
+        def on_get(self, req, resp, kind):
+            if kind == "named-by-string":
+                raise falcon.HTTPBadRequest(description="bad", code="not_registered")
+            raise falcon.HTTPError(falcon.HTTP_418, description="no type for this status")
+
+    app.add_route("/refusing/{kind}", Refusing())
+    client = testing.TestClient(app)
+    # A plain string is never a type: the error gets its status's generic one.
+    named = client.simulate_get("/refusing/named-by-string")
+    observe(named.json, ProblemType.BAD_REQUEST)
+    assert named.json["detail"] == "bad"
+    # A status the registry has no type for is a bug: a bare 500.
+    unknown = client.simulate_get("/refusing/unregistered-status")
+    assert unknown.status_code == 500
+    observe(unknown.json, ProblemType.INTERNAL_ERROR)
+    assert "detail" not in unknown.json
 
 
 def test_metrics_by_route_not_raw_path(settings_for, minter: Minter):

@@ -7,6 +7,9 @@ import time
 
 import requests
 from gateway_support import Echo, Gateway, free_port, gateway_env
+from problem_observer import assert_problem_type
+
+from authgate_common.problem_types import ProblemType
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -22,12 +25,9 @@ def routes_to(url: str, prefix: str = "/api/v1/flaky") -> str:
 
 
 def assert_problem(resp: requests.Response, status: int, code: str) -> None:
-    """A problem+json of this status and code, leaking no internal address."""
+    """A problem+json of this status and registered type, leaking no internal address."""
     assert resp.status_code == status, resp.text
-    assert resp.headers["Content-Type"] == "application/problem+json"
-    body = resp.json()
-    assert body["status"] == status
-    assert body["type"] == f"https://authgate.dev/problems/{code}"
+    body = assert_problem_type(resp, ProblemType(code))
     assert body["request_id"] == resp.headers["X-Request-ID"]
     assert "127.0.0.1" not in resp.text and "Traceback" not in resp.text
 
@@ -38,7 +38,7 @@ def test_upstream_down_is_502_quickly(start_gateway, echo: Echo):
     started = time.monotonic()
     resp = requests.get(f"{gw.url}/api/v1/flaky/x", timeout=10)
     assert time.monotonic() - started < 1.0
-    assert_problem(resp, 502, "upstream_unreachable")
+    assert_problem(resp, 502, "upstream-unreachable")
 
 
 def test_slow_upstream_is_504(gateway: Gateway):
@@ -47,7 +47,7 @@ def test_slow_upstream_is_504(gateway: Gateway):
         f"{gateway.url}/api/v1/catalog/slow", headers={"X-Echo-Sleep": "3"}, timeout=10
     )
     elapsed = time.monotonic() - started
-    assert_problem(resp, 504, "upstream_timeout")
+    assert_problem(resp, 504, "upstream-timeout")
     assert 1.4 < elapsed < 2.8  # GATEWAY_READ_TIMEOUT=1.5
 
 
@@ -64,13 +64,13 @@ def test_breaker_opens_then_closes_after_recovery(start_gateway, echo: Echo, raw
     )
     for _ in range(3):
         assert_problem(
-            requests.get(f"{gw.url}/api/v1/flaky/x", timeout=5), 502, "upstream_unreachable"
+            requests.get(f"{gw.url}/api/v1/flaky/x", timeout=5), 502, "upstream-unreachable"
         )
     upstream = raw_upstream(OK, port)  # the upstream recovers, but the breaker is open
     started = time.monotonic()
     resp = requests.get(f"{gw.url}/api/v1/flaky/x", timeout=5)
     assert time.monotonic() - started < 0.5
-    assert_problem(resp, 503, "upstream_unavailable")
+    assert_problem(resp, 503, "upstream-unavailable")
     assert 1 <= int(resp.headers["Retry-After"]) <= 2
     assert upstream.requests == []  # refused without trying
     time.sleep(1.6)
@@ -118,6 +118,6 @@ def test_only_idempotent_methods_are_retried(start_gateway, echo: Echo, raw_upst
     for method, path, expected in cases:
         upstream.requests.clear()
         resp = requests.request(method, f"{gw.url}{path}", data=b"{}", timeout=5)
-        assert_problem(resp, 502, "upstream_unreachable")
+        assert_problem(resp, 502, "upstream-unreachable")
         assert len(upstream.requests) == expected, (method, path)
         assert all(r.startswith(method.encode()) for r in upstream.requests)

@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 import requests
 from gateway_support import Echo, Minter, gateway_env
+from problem_observer import observe
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.ratelimit import RedisStore, _window_keys
 from gateway_service.settings import Rate
 
@@ -51,7 +53,7 @@ def test_limit_is_global_across_workers(start_gateway, echo: Echo, redis_url, ke
     assert all(r.headers["RateLimit-Limit"] == "10" for r in allowed)
     refused = next(r for r in responses if r.status_code == 429)
     assert refused.headers["Content-Type"] == "application/problem+json"
-    assert refused.json()["type"] == "https://authgate.dev/problems/rate_limited"
+    observe(refused.json(), ProblemType.RATE_LIMITED)
     assert refused.headers["RateLimit-Remaining"] == "0"
     assert 0 < int(refused.headers["Retry-After"]) <= 3600
     assert refused.headers["Retry-After"] == refused.headers["RateLimit-Reset"]
@@ -138,15 +140,18 @@ def test_redis_down_fails_closed_for_login_open_for_the_rest(
         assert time.monotonic() - started < 1.0
         assert login.status_code == 503
         assert login.headers["Content-Type"] == "application/problem+json"
-        assert login.json()["type"] == "https://authgate.dev/problems/rate_limit_unavailable"
+        observe(login.json(), ProblemType.RATE_LIMIT_UNAVAILABLE)
         assert login.headers["Retry-After"] == "1"
         refresh = requests.post(f"{gw.url}/api/v1/auth/refresh", json={}, timeout=5)
         assert refresh.status_code == 200
         assert "RateLimit-Limit" not in refresh.headers
+        # Without Redis no revocation can be checked: bearer requests fail closed too
+        # (GATEWAY_REVOCATION_FAIL_OPEN=false), see test_gateway_revocation.
         orders = requests.get(
             f"{gw.url}/api/v1/orders/1", headers={"Authorization": f"Bearer {token}"}, timeout=5
         )
-        assert orders.status_code == 200
+        assert orders.status_code == 503
+        observe(orders.json(), ProblemType.SESSION_CHECK_UNAVAILABLE)
     ready = requests.get(f"{gw.url}/readyz", timeout=5)
     assert ready.status_code == 503
     assert ready.json()["detail"] == "Not ready: redis"

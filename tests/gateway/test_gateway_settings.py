@@ -42,6 +42,9 @@ from gateway_service.settings import Rate, Settings, SettingsError
         ),
         ({"RATE_LIMIT_FAIL_OPEN": "perhaps"}, "RATE_LIMIT_FAIL_OPEN"),
         ({"GATEWAY_READ_TIMEOUT": "-1"}, "GATEWAY_READ_TIMEOUT"),
+        ({"INTERNAL_API_TOKEN": "x" * 31}, "INTERNAL_API_TOKEN"),
+        ({"GATEWAY_REVOCATION_POLL_SECONDS": "0"}, "GATEWAY_REVOCATION_POLL_SECONDS"),
+        ({"GATEWAY_REVOCATION_FAIL_OPEN": "perhaps"}, "GATEWAY_REVOCATION_FAIL_OPEN"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
@@ -63,6 +66,19 @@ def test_defaults():
         "/.well-known/jwks.json",
     ]
     assert settings.redis_url is None
+    # SECURITY: with Redis down a revoked session must not pass unless the operator says so.
+    assert settings.revocation_fail_open is False
+    assert settings.revocation_poll_seconds == 2.0
+    assert settings.revocation_feed_url == "http://127.0.0.1:8001/internal/v1/revoked-sessions"
+
+
+def test_internal_paths_are_never_routed():
+    catch_all = [{"prefix": "/", "upstream": "http://auth:8001", "auth": "none"}]
+    settings = Settings.from_env({"GATEWAY_ROUTES": json.dumps(catch_all)})
+    table = RouteTable(settings, load_spec(settings.spec_path))
+    assert table.resolve("GET", "/internals") is not None  # only the exact segment
+    for path in ("/internal", "/internal/", "/internal/v1/revoked-sessions", "/Internal/v1/x"):
+        assert table.resolve("GET", path) is None, path
 
 
 def test_extra_route_by_configuration():

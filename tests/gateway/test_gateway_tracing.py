@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from process_support import running_auth_service
 
+from authgate_common.problem_types import ProblemType
 from gateway_service.app import create_app
 from gateway_service.settings import Settings
 
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "correct horse battery staple"
 CLIENT_SPAN_ID = "00f067aa0ba902b7"
 AUTH_SERVICE_NAME = "authgate-auth-under-test"
+GATEWAY_NAME = "authgate-gateway-under-test"
 
 
 # --------------------------------------------------------------------------- receiver
@@ -326,7 +328,8 @@ def test_upstream_failure_marks_the_client_span() -> None:
     [server] = of_kind(spans, SpanKind.SERVER)
     [upstream] = of_kind(spans, SpanKind.CLIENT)
     assert upstream.status.status_code == StatusCode.ERROR
-    assert dict(upstream.attributes or {})["error.type"] == "upstream_unreachable"
+    # The span names the failure by its problem type's slug, as the client's answer does.
+    assert dict(upstream.attributes or {})["error.type"] == ProblemType.UPSTREAM_UNREACHABLE.slug
     assert server.status.status_code == StatusCode.ERROR
     assert dict(server.attributes or {})["http.response.status_code"] == 502
 
@@ -386,7 +389,7 @@ def test_gateway_under_gunicorn_exports_the_same_trace(
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             # Set for the auth service in a shared .env: the gateway must not take it.
             "OTEL_SERVICE_NAME": "authgate-auth",
-            "GATEWAY_OTEL_SERVICE_NAME": "authgate-gateway-under-test",
+            "GATEWAY_OTEL_SERVICE_NAME": GATEWAY_NAME,
         },
         workers=1,
     )
@@ -402,13 +405,27 @@ def test_gateway_under_gunicorn_exports_the_same_trace(
         assert result.status_code == 200, result.text
 
         def complete(spans: list[ReceivedSpan]) -> bool:
+            # NOTE: wait for each span the asserts need, not for a count or for both
+            # services: the gateway's client span ends (and may be exported) before its
+            # server span, and the auth service's SQL spans before its server span.
             ours = [s for s in spans if s.trace_id == trace_id]
-            return {s.service for s in ours} == {"authgate-gateway-under-test", AUTH_SERVICE_NAME}
+            gateway_kinds = {s.span.kind for s in ours if s.service == GATEWAY_NAME}
+            auth_servers = [
+                s.span_id
+                for s in ours
+                if s.service == AUTH_SERVICE_NAME and s.span.kind == PbSpan.SPAN_KIND_SERVER
+            ]
+            return (
+                {PbSpan.SPAN_KIND_SERVER, PbSpan.SPAN_KIND_CLIENT} <= gateway_kinds
+                and bool(auth_servers)
+                and any(s.parent_id in auth_servers for s in ours)
+            )
 
-        spans = [s for s in receiver.wait_for(complete) if s.trace_id == trace_id]
+        spans = [s for s in receiver.wait_for(complete, timeout=30) if s.trace_id == trace_id]
     finally:
         gateway.stop()
-    gateway_spans = {s.span.kind: s for s in spans if s.service == "authgate-gateway-under-test"}
+    gateway_spans = {s.span.kind: s for s in spans if s.service == GATEWAY_NAME}
+    assert set(gateway_spans) == {PbSpan.SPAN_KIND_SERVER, PbSpan.SPAN_KIND_CLIENT}, spans
     server = gateway_spans[PbSpan.SPAN_KIND_SERVER]
     client = gateway_spans[PbSpan.SPAN_KIND_CLIENT]
     assert server.span.name == "GET /api/v1/auth"

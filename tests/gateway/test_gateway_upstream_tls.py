@@ -63,7 +63,7 @@ def test_https_upstream_refused_without_the_ca(start_gateway, echo: Echo, ca_fil
     gw = start_gateway(gateway_env(echo, GATEWAY_ROUTES=tls_routes(server)))
     server.requests.clear()
     resp = requests.get(f"{gw.url}/api/v1/secure/x", timeout=5)
-    assert_problem(resp, 502, "upstream_unreachable")
+    assert_problem(resp, 502, "upstream-unreachable")
     assert server.requests == [], "a request crossed an unverified TLS connection"
 
 

@@ -13,12 +13,24 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
+import requests
 from gateway_support import Echo, Gateway, gateway_env
+from problem_observer import observe
 from process_support import GUNICORN, REPO
+
+from authgate_common.problem_types import ProblemType
+
+sys.path.insert(0, str(REPO / "deploy"))  # the worker module, as gunicorn's config loads it
+import gunicorn_worker
+from gunicorn import util as gunicorn_util
+from gunicorn.http import parser as gunicorn_parser
+from gunicorn.http import wsgi as gunicorn_wsgi
 
 REQUEST = b"GET /api/v1/catalog/item/%d HTTP/1.1\r\nHost: gw\r\nX-Seq: %d\r\n\r\n"
 
@@ -110,19 +122,41 @@ def test_connections_spread_over_both_workers(start_gateway, echo: Echo):
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("request_bytes", "problem"),
     [
-        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n", 400, id="request-line"),
-        pytest.param(b"GET /api/v1/catalog/x HTTP/1.1\r\nBad Name: 1\r\n\r\n", 400, id="name"),
-        pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414, id="long-line"),
+        pytest.param(
+            b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n",
+            ProblemType.BAD_REQUEST,
+            id="request-line",
+        ),
+        pytest.param(
+            b"GET /api/v1/catalog/x HTTP/1.1\r\nBad Name: 1\r\n\r\n",
+            ProblemType.BAD_REQUEST,
+            id="name",
+        ),
+        pytest.param(
+            b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", ProblemType.URI_TOO_LONG, id="long-line"
+        ),
         pytest.param(
             b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n",
-            431,
+            ProblemType.HEADER_FIELDS_TOO_LARGE,
             id="many-fields",
+        ),
+        pytest.param(
+            b"POST /api/v1/catalog/x HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+            ProblemType.EXPECTATION_FAILED,
+            id="expect",
+        ),
+        pytest.param(
+            b"POST /api/v1/catalog/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: zstd-x\r\n\r\n",
+            ProblemType.NOT_IMPLEMENTED,
+            id="transfer-coding",
         ),
     ],
 )
-def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes: bytes, status):
+def test_requests_gunicorn_refuses_get_a_problem(
+    gateway: Gateway, request_bytes: bytes, problem: ProblemType
+):
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
         sock.sendall(request_bytes)
         answer = b""
@@ -131,14 +165,13 @@ def test_requests_gunicorn_refuses_get_a_problem(gateway: Gateway, request_bytes
     head, _, body = answer.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     fields = dict(line.lower().split(": ", 1) for line in lines[1:])
-    assert int(lines[0].split()[1]) == status, answer[:300]
+    assert int(lines[0].split()[1]) == problem.status, answer[:300]
     assert fields["content-type"] == "application/problem+json"
     assert int(fields["content-length"]) == len(body)
     assert fields["x-content-type-options"] == "nosniff"
-    problem = json.loads(body)
-    assert problem["status"] == status
-    assert problem["type"] == "about:blank" and problem["title"]
-    assert problem["request_id"] == fields["x-request-id"]
+    document = json.loads(body)
+    observe(document, problem)
+    assert document["request_id"] == fields["x-request-id"]
     assert b"<html" not in answer.lower()
 
 
@@ -207,3 +240,51 @@ def _established_inodes(port: int, client_ports: set[int]) -> set[str]:
             if local_port == port and fields[3] == "01" and remote_port in client_ports:
                 inodes.add(fields[9])
     return inodes
+
+
+def _module_without(module: types.ModuleType, name: str) -> types.ModuleType:
+    """A copy of `module` lacking one attribute, as a gunicorn upgrade might ship it."""
+    copy = types.ModuleType(module.__name__)
+    copy.__dict__.update({k: v for k, v in vars(module).items() if k != name})
+    return copy
+
+
+def test_installed_gunicorn_has_every_internal_the_worker_uses():
+    assert gunicorn_worker.missing_internals(gunicorn_util, gunicorn_wsgi, gunicorn_parser) == []
+    assert gunicorn_worker.INTERNALS_USABLE
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "reported"),
+    [
+        ("util", "write_error", "gunicorn.util.write_error"),
+        ("util", "write_nonblock", "gunicorn.util.write_nonblock"),
+        ("wsgi", "SERVER", "gunicorn.http.wsgi.SERVER"),
+        ("parser", "RequestParser", "gunicorn.http.parser.RequestParser().unreader.buf"),
+    ],
+)
+def test_each_missing_internal_is_named(module: str, name: str, reported: str):
+    modules = {"util": gunicorn_util, "wsgi": gunicorn_wsgi, "parser": gunicorn_parser}
+    modules[module] = _module_without(modules[module], name)
+    missing = gunicorn_worker.missing_internals(modules["util"], modules["wsgi"], modules["parser"])
+    assert missing == [reported]
+
+
+def test_stock_gthread_fallback_still_serves(start_gateway, echo: Echo):
+    gw = start_gateway(gateway_env(echo, AUTHGATE_GUNICORN_STOCK="1"), workers=2)
+    for seq in range(20):
+        resp = requests.get(f"{gw.url}/api/v1/catalog/item/{seq}", timeout=5)
+        assert resp.status_code == 200
+        assert resp.json()["path"] == f"/api/v1/catalog/item/{seq}"
+    # Stock behaviour, said once (by the master, not once per worker).
+    warnings = [line for line in gw.output().splitlines() if "stock gthread" in line]
+    assert len(warnings) == 1, gw.output()[-2000:]
+    assert "AUTHGATE_GUNICORN_STOCK=1" in warnings[0]
+    assert resp.headers["Server"] == "gunicorn"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/catalog/x HTTP/1.1 extra\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"application/problem+json" not in answer  # gunicorn's own page
