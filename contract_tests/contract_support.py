@@ -24,7 +24,14 @@ import requests
 import schemathesis
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, Phase, settings
-from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
+from process_support import (
+    REPO,
+    TEST_INTERNAL_API_TOKEN,
+    start_gunicorn,
+    stop,
+    wait_http,
+    wait_listeners,
+)
 from schemathesis.auths import AuthContext, AuthProvider
 from schemathesis.checks import ALL_CHECKS
 from schemathesis.internal.checks import (
@@ -397,6 +404,7 @@ def gunicorn(
     server = Server(name, url, proc, log_path)
     try:
         wait_http(f"{url}/healthz", 30, proc, status=200, log=log_path)
+        wait_listeners(int(url.rsplit(":", 1)[1]), int(env.get("WEB_CONCURRENCY", "2")))
         yield server
     finally:
         stop(proc, grace=15)

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from process_support import PYTHON, REPO, free_port, start_gunicorn, stop, wait_http
+from process_support import (
+    PYTHON,
+    REPO,
+    free_port,
+    start_gunicorn,
+    stop,
+    wait_http,
+    wait_listeners,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery"
@@ -146,6 +154,7 @@ class Service:
         with self.log.open("ab") as log:
             self.proc = start_gunicorn(self.conf, self.env, log)
         wait_http(f"{self.url}/healthz", 30, self.proc, log=self.log)
+        wait_listeners(int(self.url.rsplit(":", 1)[1]), int(self.env["WEB_CONCURRENCY"]))
 
     def stop(self, grace: float = 20.0) -> None:
         if self.proc is not None:
