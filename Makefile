@@ -12,7 +12,7 @@ export
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate create-admin import-users test contract contract-deep lint lint-tools format \
+.PHONY: help install run migrate create-admin import-users test test-reliability contract contract-deep lint lint-tools format \
 	bench up down logs compose-check compose-migrate compose-create-admin clean
 
 help: ## List the commands
@@ -75,6 +75,9 @@ import-users: $(STAMP) ## Import users from the monolith: make import-users FILE
 
 test: $(STAMP) ## Run every test (real PostgreSQL/Redis when reachable; CI=true makes skips fail)
 	@scripts/run_tests.sh
+
+test-reliability: $(STAMP) ## Fault drills under load on private PostgreSQL/Redis/gunicorn (prints the result table)
+	$(BIN)/pytest tests/reliability
 
 contract: $(STAMP) ## Contract tests against live auth + gateway (CI profile, 1-3 min)
 	$(BIN)/pytest contract_tests

@@ -72,7 +72,12 @@ def build_services(
     tracer_provider: TracerProvider | None = None,
 ) -> Services:
     """Open the pool, load the keys and build the services (once per process)."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
     if tracer_provider is not None:
         trace_engine(engine, tracer_provider)
     db = make_sessionmaker(engine)

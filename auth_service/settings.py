@@ -28,6 +28,9 @@ class Settings:
     """Everything the auth service can be configured with (all in .env.example)."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = 5
+    database_max_overflow: int = 10
+    database_pool_timeout_seconds: int = 5
     redis_url: str | None = None
     port: int = 8001
     spec_path: Path = DEFAULT_SPEC_PATH
@@ -82,6 +85,18 @@ class Settings:
         var_dir = Path(read.text("AUTHGATE_VAR_DIR", str(DEFAULT_VAR_DIR)))
         settings = cls(
             database_url=read.text("DATABASE_URL", f"sqlite:///{var_dir / 'authgate.db'}"),
+            database_pool_size=read.integer(
+                "DATABASE_POOL_SIZE", d.database_pool_size, minimum=1, maximum=1000
+            ),
+            database_max_overflow=read.integer(
+                "DATABASE_MAX_OVERFLOW", d.database_max_overflow, minimum=0, maximum=1000
+            ),
+            database_pool_timeout_seconds=read.integer(
+                "DATABASE_POOL_TIMEOUT_SECONDS",
+                d.database_pool_timeout_seconds,
+                minimum=1,
+                maximum=60,
+            ),
             redis_url=read.optional("REDIS_URL"),
             port=read.integer("AUTH_PORT", d.port, minimum=1, maximum=65535),
             spec_path=Path(read.text("OPENAPI_SPEC_PATH", str(DEFAULT_SPEC_PATH))),

@@ -24,7 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import hypothesis
 import requests
 import schemathesis
-from process_support import REPO, TEST_INTERNAL_API_TOKEN, start_gunicorn, stop, wait_http
+from process_support import (
+    REPO,
+    TEST_INTERNAL_API_TOKEN,
+    start_gunicorn,
+    stop,
+    wait_http,
+    wait_listeners,
+)
 
 SPEC_PATH = REPO / "openapi" / "auth.yaml"
 CONFIG_PATH = REPO / "schemathesis.toml"
@@ -197,6 +204,7 @@ def gunicorn(
     server = Server(name, url, proc, log_path)
     try:
         wait_http(f"{url}/healthz", 30, proc, status=200, log=log_path)
+        wait_listeners(int(url.rsplit(":", 1)[1]), int(env.get("WEB_CONCURRENCY", "2")))
         yield server
     finally:
         stop(proc, grace=15)

@@ -20,6 +20,20 @@ of its status's registered type instead: same status and message.
 no setting turns it off; its Response reads a module global per response, so a neutral
 name there replaces it (an app-set Server header would be sent in addition, not instead).
 
+4. Slow clients cost no thread (SECURITY). Stock gthread gives a connection a pool thread
+as soon as its first byte arrives, and that thread then reads the rest of the request head
+(and body) blocking: two workers' 16 threads are held by 16 clients sending one byte a
+second. Here a request is read without blocking, as its bytes arrive, until its head and a
+body of up to BUFFERED_BODY_BYTES are in; only then does a thread parse and serve it.
+Meanwhile the connection waits in the poller, and one that has not sent a whole request
+within CLIENT_TIMEOUT_SECONDS of its first byte is closed.
+
+5. Restarts refuse nobody (RELIABILITY). With reuse_port each worker has its own listening
+socket, and the kernel hands it connections as soon as it exists. A new worker therefore
+listens only once its app is loaded (not during the seconds an import takes), and a
+stopping worker closes its socket as it stops accepting, not after it has drained, so the
+kernel sends new connections to the workers that still serve them.
+
 What these rely on, none of it gunicorn's public API, is listed in `missing_internals`
 and checked once when gunicorn loads this module. If a gunicorn upgrade removed any of
 it, or AUTHGATE_GUNICORN_STOCK=1 is set, the worker runs as stock gthread and says so in
@@ -31,17 +45,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
+import socket
 import threading
+import time
 import uuid
 from http import HTTPStatus
 from types import ModuleType
 from typing import Any
 
 import gunicorn
+from gunicorn import sock as gunicorn_sock
 from gunicorn import util
 from gunicorn.http import parser as gunicorn_parser
 from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from authgate_common.problem_types import ProblemType, problem_document
@@ -52,12 +71,25 @@ LINGER_MS = 2
 # gunicorn's messages quote the offending request line or header; keep the quote short.
 _DETAIL_LIMIT = 256
 SERVER_NAME = "authgate"
+# A request whose head (and small body) has not fully arrived this long after its first
+# byte is dropped. Request bodies above BUFFERED_BODY_BYTES are read by a thread as usual.
+CLIENT_TIMEOUT_SECONDS = float(os.environ.get("AUTHGATE_CLIENT_TIMEOUT_SECONDS", "10"))
+BUFFERED_BODY_BYTES = 128 * 1024
+# Past this many bytes without the end of the head, gunicorn's parser refuses it (431).
+_HEAD_LIMIT = 64 * 1024
+_HEAD_END = b"\r\n\r\n"
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,18})[ \t]*\r\n", re.IGNORECASE)
+_STREAMED = re.compile(rb"\r\n(?:transfer-encoding|expect):", re.IGNORECASE)
 # Set to 1 to run stock gthread (what an upgrade that breaks the internals falls back to).
 STOCK_SWITCH = "AUTHGATE_GUNICORN_STOCK"
 
 
 def missing_internals(
-    util_module: ModuleType, wsgi_module: ModuleType, parser_module: ModuleType
+    util_module: ModuleType,
+    wsgi_module: ModuleType,
+    parser_module: ModuleType,
+    gthread_module: ModuleType = gthread,
+    sock_module: ModuleType = gunicorn_sock,
 ) -> list[str]:
     """The gunicorn internals this module relies on that are absent (empty: all there)."""
     missing = []
@@ -66,6 +98,10 @@ def missing_internals(
             missing.append(f"gunicorn.util.{name}")
     if not isinstance(getattr(wsgi_module, "SERVER", None), str):
         missing.append("gunicorn.http.wsgi.SERVER")
+    if not hasattr(gthread_module, "_DEFER"):
+        missing.append("gunicorn.workers.gthread._DEFER")
+    if not callable(getattr(sock_module, "create_sockets", None)):
+        missing.append("gunicorn.sock.create_sockets")
     try:
         # The keep-alive loop peeks at the bytes the parser read but has not used yet.
         probe = parser_module.RequestParser(None, iter(()), None)
@@ -97,7 +133,10 @@ INTERNALS_USABLE = _internals_usable()
 
 
 class KeepAliveThreadWorker(ThreadWorker):
-    """gthread, plus: keep-alive served in place when idle, and problem+json error pages."""
+    """gthread, plus: keep-alive in place, problem+json pages, no banner, slow clients
+    held by no thread, and restarts that refuse no connection (see the module)."""
+
+    sockets: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """As ThreadWorker, with a count of requests in flight."""
@@ -114,12 +153,38 @@ class KeepAliveThreadWorker(ThreadWorker):
             gunicorn_wsgi.SERVER = SERVER_NAME
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        """Load the app; with a socket of our own, listen only once it can answer."""
+        rebind = INTERNALS_USABLE and _own_sockets(self.cfg)
+        if rebind:
+            # gunicorn opened this worker's socket at fork: connections the kernel queued
+            # on it would wait for the whole import. It reopens once the app is loaded.
+            for listener in self.sockets:
+                listener.close()
+        super().load_wsgi()
+        if rebind:
+            self.sockets = gunicorn_sock.create_sockets(self.cfg, self.log)
+            self.wait_fds = [*self.sockets, self.PIPE[0]]
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """As gthread; a stopping worker also closes its own sockets straight away."""
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive and INTERNALS_USABLE and _own_sockets(self.cfg):
+            # NOTE: open, its socket would keep taking connections while the worker drains,
+            # and reset them all when it finally closes; closed, they go to live workers.
+            for listener in self.sockets:
+                listener.close()
+            self.sockets = []
+
     def handle(self, conn: Any) -> Any:
         """Serve requests on `conn` while it is the only busy one and its client keeps up."""
         with self._busy_lock:
             self._busy += 1
         try:
             while True:
+                if INTERNALS_USABLE and not self._request_arrived(conn):
+                    # Back to the poller, or closed if the client is too slow.
+                    return False if _too_slow(conn) else gthread._DEFER
                 result = super().handle(conn)
                 # True means "keep alive": anything else is the caller's to finish.
                 if result is not True or not self.alive or self._busy > 1:
@@ -131,6 +196,66 @@ class KeepAliveThreadWorker(ThreadWorker):
         finally:
             with self._busy_lock:
                 self._busy -= 1
+
+    def _request_arrived(self, conn: Any) -> bool:
+        """Read what has arrived without blocking; True once a whole request is in hand.
+
+        The bytes are handed to gunicorn's parser (its unreader), which parses them as if
+        it had read them from the socket itself.
+        """
+        if self.cfg.is_ssl or (conn.parser is not None and conn.parser.unreader.buf.getvalue()):
+            return True  # TLS is gunicorn's to read; buffered bytes are the parser's
+        pending: bytearray = conn.__dict__.setdefault("authgate_pending", bytearray())
+        closed = False
+        conn.sock.setblocking(False)
+        try:
+            while not _whole_request(pending):
+                chunk = conn.sock.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                if not pending:
+                    conn.authgate_started = time.monotonic()
+                pending += chunk
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            closed = True
+        finally:
+            conn.sock.setblocking(True)
+        if closed and not pending:
+            return True  # gunicorn sees the closed connection and ends it
+        if not conn.initialized:
+            conn.init()
+        conn.parser.unreader.unread(bytes(pending))
+        pending.clear()
+        conn.data_ready = True
+        return True
+
+
+def _own_sockets(cfg: Any) -> bool:
+    """Whether each worker listens on a socket of its own (gunicorn's reuse_port mode)."""
+    return bool(cfg.reuse_port) and hasattr(socket, "SO_REUSEPORT")
+
+
+def _whole_request(pending: bytearray) -> bool:
+    """Whether `pending` holds a request head and its body (when small and sized)."""
+    end = pending.find(_HEAD_END)
+    if end < 0:
+        return len(pending) > _HEAD_LIMIT  # gunicorn's parser refuses it
+    head = bytes(pending[: end + 2])
+    if _STREAMED.search(head):
+        return True  # a chunked body, or a client waiting for 100 Continue: read on demand
+    length = _CONTENT_LENGTH.search(head)
+    if length is None:
+        return True
+    size = int(length.group(1))
+    return size > BUFFERED_BODY_BYTES or len(pending) >= end + 4 + size
+
+
+def _too_slow(conn: Any) -> bool:
+    started: float | None = conn.__dict__.get("authgate_started")
+    return started is not None and time.monotonic() - started > CLIENT_TIMEOUT_SECONDS
 
 
 def _readable(sock: Any) -> bool:

@@ -5,10 +5,13 @@ With CI=true a missing PostgreSQL or Redis is a failure, never a skip.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -111,3 +114,26 @@ def redis_url() -> str:
     except redis.RedisError as ex:
         server_missing("Redis", f"{REDIS_TEST_URL}: {type(ex).__name__}")
     return REDIS_TEST_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_binaries() -> Path:
+    """The directory of initdb and pg_ctl, for tests that run a PostgreSQL of their own."""
+    # NOTE: Debian keeps the server binaries out of PATH, under /usr/lib/postgresql/N/bin.
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    found = shutil.which("initdb")
+    for directory in [*candidates, *([str(Path(found).parent)] if found else [])]:
+        if Path(directory, "initdb").exists() and Path(directory, "pg_ctl").exists():
+            return Path(directory)
+    server_missing("PostgreSQL server binaries (initdb, pg_ctl)", "not installed")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    """The redis-server program, for tests that run a Redis of their own."""
+    found = shutil.which("redis-server")
+    if found is None:
+        server_missing("redis-server", "not installed")
+        raise AssertionError("unreachable")
+    return found

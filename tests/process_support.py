@@ -77,6 +77,28 @@ def wait_http(
     raise RuntimeError(f"{url} did not come up in {timeout}s:\n{_output(proc, log)[-3000:]}")
 
 
+def listeners(port: int) -> int:
+    """How many sockets listen on this TCP port (each gunicorn worker has its own)."""
+    hex_port = f":{port:04X} "
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as rows:
+            # Columns: sl, local_address (ip:PORT), rem_address, st (0A = LISTEN), ...
+            count += sum(
+                1 for row in rows if hex_port in row.split()[1] + " " and row.split()[3] == "0A"
+            )
+    return count
+
+
+def wait_listeners(port: int, count: int, timeout: float = 60.0) -> None:
+    """Wait until `count` workers listen on `port` (each binds once its app is loaded)."""
+    deadline = time.monotonic() + timeout
+    while listeners(port) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{listeners(port)} of {count} workers listen on {port}")
+        time.sleep(0.05)
+
+
 def _output(proc: subprocess.Popen[bytes] | None, log: Path | None) -> str:
     if proc is not None and proc.stdout is not None:
         if proc.poll() is None:
@@ -147,6 +169,7 @@ def running_auth_service(
         proc = start_gunicorn("gunicorn_auth.conf.py", server_env, log)
         try:
             wait_http(f"{base}{ready_path}", 30, proc, status=ready_status, log=log_path)
+            wait_listeners(port, workers)
             yield base
         finally:
             stop(proc, grace)

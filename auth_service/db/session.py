@@ -23,9 +23,18 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _connection_record: Any) -> None:
         cursor.close()
 
 
-def make_engine(database_url: str, *, hide_parameters: bool = False) -> Engine:
+def make_engine(
+    database_url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_timeout: int = 5,
+    hide_parameters: bool = False,
+) -> Engine:
     """Create an engine with fail-fast pool settings (PostgreSQL) or safe pragmas (SQLite).
 
+    A request waits at most `pool_timeout` seconds for one of the pool's
+    `pool_size + max_overflow` connections, then gets a 503 (never a 500 or a hang).
     `hide_parameters` keeps statement parameters out of SQL logs and error messages.
     """
     url = make_url(database_url)
@@ -43,8 +52,9 @@ def make_engine(database_url: str, *, hide_parameters: bool = False) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=5,
-        pool_timeout=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         connect_args=connect_args,
         hide_parameters=hide_parameters,
     )

@@ -154,6 +154,12 @@ class AccountService:
         hashed = hash_password(self._hasher, new, field="new_password")
         with self._sessions.begin() as db:
             user = _load_for_update(db, actor.id)
+            if user.hashed_password != actor.hashed_password:
+                # SECURITY: a concurrent change won while we hashed; `current` was checked
+                # against the hash it replaced, so it is no longer the current password.
+                raise errors.WrongPassword(
+                    "The current password is wrong.", field="current_password"
+                )
             user.hashed_password = hashed
             revoked = revoke_user_sessions(db, user.id, keep=session_id)
             self._throttler.forget_address(db, actor.email, address)

@@ -32,6 +32,7 @@ from process_support import (
     start_gunicorn,
     stop,
     wait_http,
+    wait_listeners,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -250,6 +251,7 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
     gateway = Gateway(f"http://127.0.0.1:{port}", port, proc, Path(name))
     try:
         wait_http(f"{gateway.url}/healthz", proc=proc)
+        wait_listeners(port, workers)
     except Exception as ex:
         stop(proc)
         raise RuntimeError(f"the gateway did not start:\n{gateway.output()[-3000:]}") from ex
