@@ -22,12 +22,15 @@ from auth_service.middleware import RequestContext
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.keys import KeyOperations
 from auth_service.operations.ops import OpsOperations
+from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
 from auth_service.routing import add_spec_routes
 from auth_service.security.passwords import PasswordHasher
+from auth_service.security.secrets_box import SecretBox
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
+from auth_service.services.mfa import MfaService
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationList
 from auth_service.services.sessions import (
@@ -53,6 +56,7 @@ class Services:
     sessions: SessionService
     password_resets: PasswordResetService
     revocations: RevocationList
+    mfa: MfaService
 
 
 def build_services(
@@ -90,6 +94,14 @@ def build_services(
             settings.login_max_failures_per_account, settings.login_account_window_seconds
         ),
     )
+    mfa = MfaService(
+        db,
+        hasher,
+        SecretBox.load(settings.mfa_encryption_key, settings.var_dir / "keys"),
+        revocations,
+        throttler,
+        issuer=settings.mfa_issuer,
+    )
 
     return Services(
         engine=engine,
@@ -102,7 +114,7 @@ def build_services(
             allow_registration=settings.allow_registration,
         ),
         sessions=SessionService(
-            db, hasher, key_ring, policy, revocations, throttler, events=session_events
+            db, hasher, key_ring, policy, revocations, throttler, mfa, events=session_events
         ),
         password_resets=PasswordResetService(
             db,
@@ -113,6 +125,7 @@ def build_services(
             token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
         ),
         revocations=revocations,
+        mfa=mfa,
     )
 
 
@@ -187,6 +200,7 @@ def create_app(
                 services.password_resets,
             ),
             UserOperations(services.accounts),
+            SecurityOperations(services.sessions, services.mfa),
             KeyOperations(services.key_ring),
             OpsOperations(
                 contract,

@@ -17,6 +17,8 @@ class DomainError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail
         self.field = field
+        # RFC 9457 §3.2 extension members of the problem (e.g. `mfa_token`).
+        self.members: dict[str, str] = {}
 
 
 class RegistrationDisabled(DomainError):
@@ -73,3 +75,41 @@ class UserNotFound(DomainError):
 
 class LastSuperuser(DomainError):
     status, code, title = 409, "last-superuser", "Cannot remove the last active superuser"
+
+
+class SessionNotFound(DomainError):
+    status, code, title = 404, "session-not-found", "Session not found"
+
+
+class MfaRequired(DomainError):
+    """The password was right and the account has a second factor: finish at login_mfa."""
+
+    status, code, title = 401, "mfa-required", "Second factor required"
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__("Send a code from your authenticator app (or a recovery code).")
+        self.members = {"mfa_token": mfa_token}
+
+
+class InvalidMfaToken(DomainError):
+    status, code, title = 401, "invalid-mfa-token", "Invalid or expired MFA token"
+
+
+class InvalidMfaCode(DomainError):
+    status, code, title = 401, "invalid-mfa-code", "Invalid code"
+
+
+class WrongMfaCode(DomainError):
+    status, code, title = 400, "wrong-mfa-code", "The code is wrong"
+
+
+class MfaAlreadyEnabled(DomainError):
+    status, code, title = 409, "mfa-already-enabled", "A second factor is already enabled"
+
+
+class MfaNotEnabled(DomainError):
+    status, code, title = 409, "mfa-not-enabled", "No second factor is enabled"
+
+
+class MfaEnrolmentNotStarted(DomainError):
+    status, code, title = 409, "mfa-enrolment-not-started", "No pending enrolment"

@@ -29,11 +29,13 @@ class HTTPProblem(falcon.HTTPError):
         detail: str | None = None,
         field_errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        members: dict[str, str] | None = None,
     ) -> None:
         super().__init__(status, title=title, description=detail, headers=headers)
         # NOTE: Falcon's own `code` is an int; ours is the stable problem type's slug.
         self.problem_code = code
         self.field_errors = field_errors
+        self.members = members or {}
 
 
 def unauthorized(code: str, detail: str, *, invalid_token: bool) -> HTTPProblem:
@@ -69,6 +71,7 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
     field_errors = getattr(error, "field_errors", None)
     if field_errors:
         body["errors"] = field_errors
+    body.update(getattr(error, "members", {}))
     return body
 
 
@@ -99,6 +102,7 @@ def handle_domain_error(
         detail=ex.detail,
         field_errors=field_errors,
         headers=headers or None,
+        members=ex.members,
     )
 
 

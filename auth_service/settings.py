@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auth_service.security.secrets_box import is_fernet_key
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
 from authgate_common.env import EnvError, EnvReader, Network
 
@@ -60,6 +61,9 @@ class Settings:
     prometheus_multiproc_dir: str | None = None
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "authgate-auth"
+    # A Fernet key (urlsafe base64 of 32 bytes); None: generated once under var/keys/.
+    mfa_encryption_key: str | None = field(default=None, repr=False)
+    mfa_issuer: str = "Authgate"
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -138,6 +142,8 @@ class Settings:
             prometheus_multiproc_dir=read.optional("PROMETHEUS_MULTIPROC_DIR"),
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
             otel_service_name=read.text("OTEL_SERVICE_NAME", d.otel_service_name),
+            mfa_encryption_key=read.optional("MFA_ENCRYPTION_KEY"),
+            mfa_issuer=read.text("MFA_ISSUER", d.mfa_issuer),
         )
         settings.check()
         return settings
@@ -157,3 +163,7 @@ class Settings:
             ("http://", "https://")
         ):
             raise SettingsError("OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL")
+        if self.mfa_encryption_key is not None and not is_fernet_key(self.mfa_encryption_key):
+            raise SettingsError(
+                "MFA_ENCRYPTION_KEY must be a Fernet key (urlsafe base64 of 32 bytes)"
+            )

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,27 +152,32 @@ def _generate_private_pem(algorithm: str) -> bytes:
 
 
 def load_or_create_dev_key(directory: str | os.PathLike[str], algorithm: str) -> bytes:
-    """Return the dev private key PEM at `<directory>/jwt-<alg>-private.pem`, creating it once.
+    """Return the dev private key PEM at `<directory>/jwt-<alg>-private.pem`, creating it once."""
+    path = Path(directory) / f"jwt-{algorithm.lower()}-private.pem"
+    return load_or_create_secret_file(path, lambda: _generate_private_pem(algorithm))
 
-    Several gunicorn workers may start at the same moment: each writes a complete key to
-    a private temporary file and hard-links it to the final name, which only one can do;
-    the others read the winner's key. Readers never see a partly written file.
+
+def load_or_create_secret_file(path: Path, generate: Callable[[], bytes]) -> bytes:
+    """Return the secret stored at `path`, writing `generate()` there first if it is absent.
+
+    Several gunicorn workers may start at the same moment: each writes a complete secret
+    to a private temporary file and hard-links it to the final name, which only one can
+    do; the others read the winner's. Readers never see a partly written file.
     """
-    folder = Path(directory)
-    path = folder / f"jwt-{algorithm.lower()}-private.pem"
     try:
         return path.read_bytes()
     except FileNotFoundError:
         pass
+    folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".jwt-", suffix=".tmp")
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".secret-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(_generate_private_pem(algorithm))
+            handle.write(generate())
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o600)  # mkstemp already uses 0600; say it explicitly
-        # FileExistsError: another process won the race, and everyone uses its key.
+        # FileExistsError: another process won the race, and everyone uses its secret.
         with contextlib.suppress(FileExistsError):
             os.link(temp_name, path)
     finally:
@@ -288,9 +293,13 @@ class KeyRing:
         ttl_seconds: int,
         issuer: str,
         audience: str,
+        amr: Sequence[str] = ("pwd",),
         now: datetime | None = None,
     ) -> str:
-        """Sign an access token for `subject` in session `session_id`."""
+        """Sign an access token for `subject` in session `session_id`.
+
+        `amr` (RFC 8176) says how the session was authenticated: ["pwd"] or ["pwd", "otp"].
+        """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         issued_at = int((now or datetime.now(UTC)).timestamp())
@@ -304,6 +313,7 @@ class KeyRing:
             "jti": uuid.uuid4().hex,
             "sid": str(session_id),
             "role": role,
+            "amr": list(amr),
         }
         headers = {"kid": self.kid, "typ": "JWT"}
         # NOTE: python-jose ships no types; jwt.encode returns the compact JWS as a str.
