@@ -64,9 +64,10 @@ format: $(STAMP) ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Print the performance ratios (validation overhead, login vs bcrypt bound)
+bench: $(STAMP) ## Print the performance ratios (validation overhead, login with and without MFA vs bcrypt bound)
 	$(BIN)/python bench/validation_overhead.py
 	$(BIN)/python bench/login_throughput.py
+	$(BIN)/python bench/login_throughput.py --mfa
 
 up: ## Start postgres, redis, auth and gateway with docker compose (gateway on :8000)
 	docker compose up --build -d

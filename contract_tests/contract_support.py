@@ -45,6 +45,11 @@ ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
 USER_PASSWORD = "contract user passphrase"
+# Operations that may end the caller's sessions get a fresh login of a user of their own,
+# so that the cached tokens of the contract user and admin stay alive.
+SESSIONS_EMAIL = "contract-sessions@example.com"
+SESSIONS_PASSWORD = "contract sessions passphrase"
+SESSION_OPERATIONS = frozenset({"list_sessions", "end_session", "end_all_sessions"})
 
 # ---------------------------------------------------------------------------------------
 # Hypothesis profiles, chosen with CONTRACT_PROFILE=ci|deep (default ci).
@@ -204,7 +209,17 @@ STATEFUL_CHECKS = (*CHECKS, openapi_checks.use_after_free)
 # Admin-only operations, plus the self-or-admin ones: the spec's links hand them the ids
 # of users created by register/create_user, which only an admin may read or change.
 ADMIN_OPERATIONS = frozenset(
-    {"list_users", "create_user", "delete_user", "get_user", "update_user", "unlock_user"}
+    {
+        "list_users",
+        "create_user",
+        "delete_user",
+        "get_user",
+        "update_user",
+        "unlock_user",
+        "list_user_sessions",
+        "end_user_sessions",
+        "reset_user_mfa",
+    }
 )
 
 
@@ -241,8 +256,11 @@ class LiveTokens(AuthProvider):
         if not needs_token(case):
             return
         operation_id = case.operation.definition.raw["operationId"]
-        role = "admin" if operation_id in ADMIN_OPERATIONS else "user"
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data[role]}"}
+        if operation_id in SESSION_OPERATIONS:
+            token = login(case.operation.base_url or "", SESSIONS_EMAIL, SESSIONS_PASSWORD)
+        else:
+            token = data["admin" if operation_id in ADMIN_OPERATIONS else "user"]
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
 
 
 def attach_auth(schema: Any) -> None:

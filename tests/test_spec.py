@@ -274,9 +274,6 @@ def evaluate_body_pointer(schema: Any, pointer: str) -> dict[str, Any] | None:
     """The subschema a `$response.body#/a/b` pointer lands on, or None if it cannot exist."""
     schema, _ = resolve(schema)
     for token in pointer.strip("/").split("/"):
-        if token.isdigit() and "items" in schema:
-            schema, _ = resolve(schema["items"])  # an array index
-            continue
         props = schema.get("properties", {})
         if token not in props:
             return None
