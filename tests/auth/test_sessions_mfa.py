@@ -10,13 +10,16 @@ import uuid
 from typing import Any
 
 import pyotp
+import pytest
 import sqlalchemy
 from auth_api import PASSWORD, Api, bearer
 from authcheck import ago, assert_problem, assert_unauthorized_token, execute, rows, sha256_hex
+from cryptography.fernet import Fernet
 from falcon import testing
 from jose import jwt
 
 from auth_service.db.models import MfaChallenge, RecoveryCode, Session, TotpCredential, User
+from auth_service.settings import Settings, SettingsError
 
 SESSIONS = "/api/v1/auth/sessions"
 ME = "/api/v1/auth/me"
@@ -343,3 +346,23 @@ def test_admin_reset_removes_the_factor_and_ends_sessions(api: Api, database_url
         404,
         "user-not-found",
     )
+
+
+# --- the encryption key ----------------------------------------------------------------
+
+
+def test_a_configured_key_encrypts_the_secret(make_client: Any, database_url: str) -> None:
+    key = Fernet.generate_key()
+    api = Api(make_client(mfa_encryption_key=key.decode()))
+    user = api.user("ada@example.com")
+    started = api.client.simulate_post(
+        TOTP, json={"password": PASSWORD}, headers=bearer(user["access_token"])
+    )
+    stored = rows(database_url, sqlalchemy.select(TotpCredential.secret_encrypted))
+    decrypted = Fernet(key).decrypt(stored[0].secret_encrypted.encode()).decode()
+    assert decrypted == started.json["secret"]
+
+
+def test_a_bad_key_stops_start_up() -> None:
+    with pytest.raises(SettingsError, match="MFA_ENCRYPTION_KEY"):
+        Settings.from_env({"MFA_ENCRYPTION_KEY": "not-a-fernet-key"})
