@@ -1,8 +1,9 @@
 """A state machine over one user's sessions: Hypothesis picks the order, a model says what
 must work, and the service (in process, on each database) must agree after every step.
 
-Steps: login, refresh, reuse of a rotated refresh token, ending one session, logging out
-everywhere, a password change, an admin's MFA reset, deactivation and reactivation.
+Steps: login (with a second factor once one is enrolled), refresh, reuse of a rotated
+refresh token, ending one session, logging out everywhere, a password change, TOTP
+enrolment, an admin's MFA reset, deactivation and reactivation.
 Invariants: a revoked session never works again (access token, refresh token, in the
 list), at most one live refresh token per session, and the sessions list is exactly the
 sessions that work.
@@ -14,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyotp
 import sqlalchemy
 from auth_api import PASSWORD, Api, bearer
 from falcon import testing
@@ -69,6 +71,8 @@ class SessionMachine(RuleBasedStateMachine):
         self.sessions: dict[str, ModelSession] = {}
         self.password = PASSWORD
         self.active = True
+        # None while MFA is off; else the recovery codes not used yet (one per MFA login).
+        self.recovery_codes: list[str] | None = None
         self.email = f"machine-{uuid.uuid4().hex[:12]}@example.com"
         created = self.api.register(self.email, self.password)
         assert created.status_code == 201, created.text
@@ -99,8 +103,19 @@ class SessionMachine(RuleBasedStateMachine):
         if not self.active:
             assert result.status_code == 403, result.text
             return
+        if self.recovery_codes is not None:
+            assert result.status_code == 401, result.text
+            assert result.json["type"].endswith("/mfa-required")
+            if not self.recovery_codes:
+                return  # no code left in the model: the login stops at the second step
+            result = self.client.simulate_post(
+                "/api/v1/auth/login/mfa",
+                json={"mfa_token": result.json["mfa_token"], "code": self.recovery_codes.pop()},
+            )
         assert result.status_code == 200, result.text
         pair = result.json
+        amr = jwt.get_unverified_claims(pair["access_token"])["amr"]
+        assert amr == (["pwd"] if self.recovery_codes is None else ["pwd", "otp"])
         self.sessions[sid_of(pair["access_token"])] = ModelSession(
             pair["access_token"], pair["refresh_token"]
         )
@@ -170,10 +185,24 @@ class SessionMachine(RuleBasedStateMachine):
         self.password = new
         self.revoke_all(keep=caller)
 
+    @precondition(lambda self: self.live() and self.recovery_codes is None)
+    @rule(data=st.data())
+    def enrol_mfa(self, data: st.DataObject) -> None:
+        token = self.sessions[data.draw(st.sampled_from(self.live()))].access_token
+        started = self.call(
+            "POST", "/api/v1/auth/mfa/totp", token, json={"password": self.password}
+        )
+        assert started.status_code == 200, started.text
+        code = pyotp.TOTP(started.json["secret"]).now()
+        confirmed = self.call("POST", "/api/v1/auth/mfa/totp/confirm", token, json={"code": code})
+        assert confirmed.status_code == 200, confirmed.text
+        self.recovery_codes = confirmed.json["recovery_codes"]
+
     @rule()
     def mfa_reset(self) -> None:
         result = self.call("DELETE", f"/api/v1/users/{self.user_id}/mfa", self.admin_token)
         assert result.status_code == 204, result.text
+        self.recovery_codes = None
         self.revoke_all()
 
     @rule(active=st.booleans())
@@ -193,6 +222,11 @@ class SessionMachine(RuleBasedStateMachine):
         for sid, session in self.sessions.items():
             me = self.call("GET", "/api/v1/auth/me", session.access_token)
             assert me.status_code == (401 if session.revoked else 200), (sid, me.text)
+
+    @invariant()
+    def mfa_flag_matches(self) -> None:
+        user = self.call("GET", f"/api/v1/users/{self.user_id}", self.admin_token)
+        assert user.json["mfa_enabled"] is (self.recovery_codes is not None)
 
     @invariant()
     def the_list_is_what_works(self) -> None:
