@@ -105,9 +105,14 @@ class MfaService:
             user = _lock_user(db, actor.id)
             if not user.mfa_enabled:
                 raise errors.MfaNotEnabled("No second factor is enabled.")
-            if not self._accept_code(db, user.id, code):
-                raise errors.WrongMfaCode("The code is wrong or was already used.", field="code")
-            _remove_factor(db, user)
+            accepted = self._accept_code(db, user.id, code)
+            if accepted:
+                _remove_factor(db, user)
+        if not accepted:
+            # SECURITY: counted like a wrong code at login, or the password alone would
+            # buy unlimited guesses at the code that protects the factor.
+            self._throttler.record_failure(actor.email, address)
+            raise errors.WrongMfaCode("The code is wrong or was already used.", field="code")
 
     def regenerate_recovery_codes(
         self, actor: User, password: str, address: str | None

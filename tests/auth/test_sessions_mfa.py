@@ -18,7 +18,14 @@ from cryptography.fernet import Fernet
 from falcon import testing
 from jose import jwt
 
-from auth_service.db.models import MfaChallenge, RecoveryCode, Session, TotpCredential, User
+from auth_service.db.models import (
+    LoginThrottle,
+    MfaChallenge,
+    RecoveryCode,
+    Session,
+    TotpCredential,
+    User,
+)
 from auth_service.settings import Settings, SettingsError
 
 SESSIONS = "/api/v1/auth/sessions"
@@ -317,6 +324,9 @@ def test_disable_needs_password_and_code(api: Api, database_url: str) -> None:
 
     assert_problem(disable("nope", codes[0]), 400, "wrong-password")
     assert_problem(disable(PASSWORD, "000000"), 400, "wrong-mfa-code")
+    # Both count as failed logins of the account (a stolen token buys no guesses).
+    throttles = rows(database_url, sqlalchemy.select(LoginThrottle.failures))
+    assert sorted(row.failures for row in throttles) == [2, 2]
     assert disable(PASSWORD, code_at_step_offset(secret, 1)).status_code == 204
     assert rows(database_url, sqlalchemy.select(TotpCredential.__table__)) == []
     assert rows(database_url, sqlalchemy.select(RecoveryCode.__table__)) == []
