@@ -92,6 +92,9 @@ def handle_domain_error(
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
+    if ex.members:
+        # SECURITY: an extension member may be a credential (mfa_token): never cached.
+        headers["Cache-Control"] = "no-store"
     field_errors = None
     if ex.field:
         field_errors = [{"field": ex.field, "code": ex.code, "message": ex.detail or ex.title}]

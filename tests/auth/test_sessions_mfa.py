@@ -55,8 +55,10 @@ def enrol(api: Api, token: str) -> tuple[str, list[str]]:
 
 def mfa_token(api: Api, email: str) -> str:
     """Log in with the right password; the mfa_token of the mfa-required answer."""
-    body = assert_problem(api.login(email), 401, "mfa-required")
-    assert api.login(email).headers["www-authenticate"] == "Bearer"
+    result = api.login(email)
+    body = assert_problem(result, 401, "mfa-required")
+    assert result.headers["www-authenticate"] == "Bearer"
+    assert result.headers["cache-control"] == "no-store"
     return str(body["mfa_token"])
 
 
