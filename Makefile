@@ -103,9 +103,10 @@ format: $(STAMP) ## Format the code
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## Print the performance ratios (validation overhead, login vs bcrypt bound, reset timing)
+bench: $(STAMP) ## Print the performance ratios (validation, login with and without MFA vs bcrypt bound, reset timing)
 	$(BIN)/python bench/validation_overhead.py
 	$(BIN)/python bench/login_throughput.py
+	$(BIN)/python bench/login_throughput.py --mfa
 	$(BIN)/python bench/password_reset_timing.py
 
 # The app containers read .env (env_file): a first `make up` starts from the example.

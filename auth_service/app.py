@@ -24,12 +24,15 @@ from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
 from auth_service.operations.ops import OpsOperations
+from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
 from auth_service.routing import add_spec_routes
 from auth_service.security.passwords import PasswordHasher
+from auth_service.security.secrets_box import SecretBox
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
+from auth_service.services.mfa import MfaService
 from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationFeed, RevocationList
@@ -61,6 +64,7 @@ class Services:
     revocations: RevocationList
     mail_sender: MailSender
     revocation_feed: RevocationFeed
+    mfa: MfaService
 
 
 def build_services(
@@ -121,6 +125,14 @@ def build_services(
         token_ttl=timedelta(minutes=settings.password_reset_token_expire_minutes),
         doorbell=doorbell,
     )
+    mfa = MfaService(
+        db,
+        hasher,
+        SecretBox.load(settings.mfa_encryption_key, settings.var_dir / "keys"),
+        revocations,
+        throttler,
+        issuer=settings.mfa_issuer,
+    )
 
     return Services(
         engine=engine,
@@ -134,7 +146,7 @@ def build_services(
             allow_registration=settings.allow_registration,
         ),
         sessions=SessionService(
-            db, hasher, key_ring, policy, revocations, throttler, events=session_events
+            db, hasher, key_ring, policy, revocations, throttler, mfa, events=session_events
         ),
         password_resets=password_resets,
         revocations=revocations,
@@ -152,6 +164,7 @@ def build_services(
             doorbell=doorbell,
         ),
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
+        mfa=mfa,
     )
 
 
@@ -256,6 +269,7 @@ def create_service(
                 services.password_resets,
             ),
             UserOperations(services.accounts),
+            SecurityOperations(services.sessions, services.mfa),
             KeyOperations(services.key_ring),
             InternalOperations(services.revocation_feed),
             OpsOperations(

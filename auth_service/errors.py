@@ -18,6 +18,8 @@ class DomainError(Exception):
         super().__init__(detail or self.problem.problem_title)
         self.detail = detail
         self.field = field
+        # RFC 9457 §3.2 extension members of the problem (e.g. `mfa_token`).
+        self.members: dict[str, str] = {}
 
     def field_errors(self) -> list[dict[str, str]] | None:
         """The problem's `errors` entries: the one field this error is about, if any."""
@@ -102,3 +104,41 @@ class InvalidCursor(DomainError):
     """A cursor this service did not issue: the same 422 as the spec's pattern gives."""
 
     problem = ProblemType.VALIDATION_ERROR
+
+
+class SessionNotFound(DomainError):
+    problem = ProblemType.SESSION_NOT_FOUND
+
+
+class MfaRequired(DomainError):
+    """The password was right and the account has a second factor: finish at login_mfa."""
+
+    problem = ProblemType.MFA_REQUIRED
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__("Send a code from your authenticator app (or a recovery code).")
+        self.members = {"mfa_token": mfa_token}
+
+
+class InvalidMfaToken(DomainError):
+    problem = ProblemType.INVALID_MFA_TOKEN
+
+
+class InvalidMfaCode(DomainError):
+    problem = ProblemType.INVALID_MFA_CODE
+
+
+class WrongMfaCode(DomainError):
+    problem = ProblemType.WRONG_MFA_CODE
+
+
+class MfaAlreadyEnabled(DomainError):
+    problem = ProblemType.MFA_ALREADY_ENABLED
+
+
+class MfaNotEnabled(DomainError):
+    problem = ProblemType.MFA_NOT_ENABLED
+
+
+class MfaEnrolmentNotStarted(DomainError):
+    problem = ProblemType.MFA_ENROLMENT_NOT_STARTED

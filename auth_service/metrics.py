@@ -30,7 +30,14 @@ from authgate_common.tracing import known_method
 # prometheus_client 0.26's CONTENT_TYPE_LATEST says version=1.0.0 instead.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED_ROUTE = "(unmatched)"
-LOGIN_OUTCOMES = ("success", "bad_credentials", "inactive", "throttled")
+LOGIN_OUTCOMES = (
+    "success",
+    "bad_credentials",
+    "inactive",
+    "throttled",
+    "mfa_required",
+    "bad_second_factor",
+)
 REFRESH_OUTCOMES = ("rotated", "race", "reuse", "invalid")
 MAIL_OUTCOMES = ("sent", "retry", "failed")
 

@@ -26,6 +26,7 @@ class HTTPProblem(falcon.HTTPError):
         detail: str | None = None,
         field_errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
+        members: dict[str, str] | None = None,
     ) -> None:
         if problem.status is None:
             raise ValueError(f"{problem.slug}: only the gateway relays an upstream's status")
@@ -34,6 +35,7 @@ class HTTPProblem(falcon.HTTPError):
         )
         self.problem = problem
         self.field_errors = field_errors
+        self.members = members or {}
 
 
 def unauthorized(problem: ProblemType, detail: str, *, invalid_token: bool) -> HTTPProblem:
@@ -56,6 +58,7 @@ def problem_body(req: falcon.Request, error: falcon.HTTPError) -> dict[str, Any]
     field_errors = getattr(error, "field_errors", None)
     if field_errors:
         body["errors"] = field_errors
+    body.update(getattr(error, "members", {}))
     return body
 
 
@@ -78,8 +81,15 @@ def handle_domain_error(
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(ex, errors.LoginThrottled):
         headers["Retry-After"] = str(ex.retry_after)
+    if ex.members:
+        # SECURITY: an extension member may be a credential (mfa_token): never cached.
+        headers["Cache-Control"] = "no-store"
     raise HTTPProblem(
-        ex.problem, detail=ex.detail, field_errors=ex.field_errors(), headers=headers or None
+        ex.problem,
+        detail=ex.detail,
+        field_errors=ex.field_errors(),
+        headers=headers or None,
+        members=ex.members,
     )
 
 

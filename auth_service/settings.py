@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auth_service.security.secrets_box import is_fernet_key
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
 from authgate_common.env import EnvError, EnvReader, Network
 from authgate_common.secrets_file import MIN_INTERNAL_TOKEN_LENGTH
@@ -70,6 +71,9 @@ class Settings:
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = "authgate-auth"
     internal_api_token: str | None = field(default=None, repr=False)
+    # A Fernet key (urlsafe base64 of 32 bytes); None: generated once under var/keys/.
+    mfa_encryption_key: str | None = field(default=None, repr=False)
+    mfa_issuer: str = "Authgate"
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -174,6 +178,8 @@ class Settings:
             otel_exporter_otlp_endpoint=read.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
             otel_service_name=read.text("OTEL_SERVICE_NAME", d.otel_service_name),
             internal_api_token=read.optional("INTERNAL_API_TOKEN"),
+            mfa_encryption_key=read.optional("MFA_ENCRYPTION_KEY"),
+            mfa_issuer=read.text("MFA_ISSUER", d.mfa_issuer),
         )
         settings.check()
         return settings
@@ -197,4 +203,8 @@ class Settings:
         if token is not None and len(token) < MIN_INTERNAL_TOKEN_LENGTH:
             raise SettingsError(
                 f"INTERNAL_API_TOKEN must be at least {MIN_INTERNAL_TOKEN_LENGTH} characters"
+            )
+        if self.mfa_encryption_key is not None and not is_fernet_key(self.mfa_encryption_key):
+            raise SettingsError(
+                "MFA_ENCRYPTION_KEY must be a Fernet key (urlsafe base64 of 32 bytes)"
             )

@@ -77,6 +77,15 @@ class ProblemType(enum.StrEnum):
     EMAIL_TAKEN = ("email-taken", 409, "Email already registered")
     USER_NOT_FOUND = ("user-not-found", 404, "User not found")
     LAST_SUPERUSER = ("last-superuser", 409, "Cannot remove the last active superuser")
+    # Sessions and the second factor.
+    SESSION_NOT_FOUND = ("session-not-found", 404, "Session not found")
+    MFA_REQUIRED = ("mfa-required", 401, "Second factor required")
+    INVALID_MFA_TOKEN = ("invalid-mfa-token", 401, "Invalid or expired MFA token")
+    INVALID_MFA_CODE = ("invalid-mfa-code", 401, "Invalid code")
+    WRONG_MFA_CODE = ("wrong-mfa-code", 400, "The code is wrong")
+    MFA_ALREADY_ENABLED = ("mfa-already-enabled", 409, "A second factor is already enabled")
+    MFA_NOT_ENABLED = ("mfa-not-enabled", 409, "No second factor is enabled")
+    MFA_ENROLMENT_NOT_STARTED = ("mfa-enrolment-not-started", 409, "No pending enrolment")
     # The gateway's internal revocation feed.
     INVALID_INTERNAL_TOKEN = ("invalid-internal-token", 401, "Unauthorized")
     # The services' own health.

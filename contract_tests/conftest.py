@@ -21,6 +21,8 @@ from contract_support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
     REPO,
+    SESSIONS_EMAIL,
+    SESSIONS_PASSWORD,
     USER_EMAIL,
     USER_PASSWORD,
     Server,
@@ -86,12 +88,13 @@ def auth_service(
     assert "Created superuser" in run_cli(env, "create-admin")
     url = f"http://127.0.0.1:{port}"
     with gunicorn("auth", "gunicorn_auth.conf.py", env, url, contract_logs) as server:
-        registered = requests.post(
-            f"{url}/api/v1/auth/register",
-            json={"email": USER_EMAIL, "password": USER_PASSWORD, "full_name": "Contract User"},
-            timeout=30,
-        )
-        assert registered.status_code == 201, registered.text
+        for email, password in ((USER_EMAIL, USER_PASSWORD), (SESSIONS_EMAIL, SESSIONS_PASSWORD)):
+            registered = requests.post(
+                f"{url}/api/v1/auth/register",
+                json={"email": email, "password": password, "full_name": "Contract User"},
+                timeout=30,
+            )
+            assert registered.status_code == 201, registered.text
         yield server
 
 

@@ -41,6 +41,11 @@ ADMIN_EMAIL = "contract-admin@example.com"
 ADMIN_PASSWORD = "contract admin passphrase"
 USER_EMAIL = "contract-user@example.com"
 USER_PASSWORD = "contract user passphrase"
+# Operations that may end the caller's sessions get a fresh login of a user of their own,
+# so that the cached tokens of the contract user and admin stay alive.
+SESSIONS_EMAIL = "contract-sessions@example.com"
+SESSIONS_PASSWORD = "contract sessions passphrase"
+SESSION_OPERATIONS = frozenset({"list_sessions", "end_session", "end_all_sessions"})
 
 # ---------------------------------------------------------------------------------------
 # Volume: schemathesis.toml holds the CI profile (checks, phases, modes, examples);
@@ -93,7 +98,17 @@ def stateful_settings() -> hypothesis.settings:
 # of users created by register/create_user, which only an admin may read or change.
 INTERNAL_TOKEN = TEST_INTERNAL_API_TOKEN
 ADMIN_OPERATIONS = frozenset(
-    {"list_users", "create_user", "delete_user", "get_user", "update_user", "unlock_user"}
+    {
+        "list_users",
+        "create_user",
+        "delete_user",
+        "get_user",
+        "update_user",
+        "unlock_user",
+        "list_user_sessions",
+        "end_user_sessions",
+        "reset_user_mfa",
+    }
 )
 
 
@@ -136,8 +151,11 @@ class LiveTokens:
             return
         if not case.operation.definition.raw.get("security"):
             return
-        role = "admin" if operation_id(case) in ADMIN_OPERATIONS else "user"
-        case.headers["Authorization"] = f"Bearer {data[role]}"
+        if operation_id(case) in SESSION_OPERATIONS:
+            token = login(case.operation.base_url or "", SESSIONS_EMAIL, SESSIONS_PASSWORD)
+        else:
+            token = data["admin" if operation_id(case) in ADMIN_OPERATIONS else "user"]
+        case.headers["Authorization"] = f"Bearer {token}"
 
 
 def load_schema(base_url: str) -> Any:

@@ -10,12 +10,14 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pyotp
 import pytest
 from contract_support import ADMIN_EMAIL, ADMIN_PASSWORD, SPEC_PATH, Server
 
@@ -148,3 +150,75 @@ def user_client_for(sdk: ModuleType, server: Server, models: Any, auth: dict[str
         client=client, body=models.LoginRequest(email=email, password="p" * 12)
     )
     return sdk.AuthenticatedClient(base_url=server.url, token=tokens.access_token)
+
+
+def test_generated_client_runs_sessions_and_mfa_flows(
+    sdk: ModuleType, gateway_service: Server
+) -> None:
+    """Sessions list/end, TOTP enrol/confirm, the mfa-required login and its second step."""
+    models = submodule("models")
+    login = submodule("api.auth.login")
+    register = submodule("api.auth.register")
+    sessions = {
+        op: submodule(f"api.sessions.{op}")
+        for op in ("list_sessions", "end_session", "end_all_sessions")
+    }
+    mfa = {
+        op: submodule(f"api.mfa.{op}")
+        for op in ("start_totp_enrolment", "confirm_totp_enrolment", "login_mfa", "disable_totp")
+    }
+    client = sdk.Client(base_url=gateway_service.url, raise_on_unexpected_status=True)
+    email = f"sdk-mfa-{uuid.uuid4().hex[:12]}@example.com"
+    password = "generated client passphrase"
+    register.sync(client=client, body=models.RegisterRequest(email=email, password=password))
+    credentials = models.LoginRequest(email=email, password=password)
+    first = login.sync(client=client, body=credentials)
+    login.sync(client=client, body=credentials)  # a second session (another device)
+
+    def as_user(tokens: Any) -> Any:
+        return sdk.AuthenticatedClient(
+            base_url=gateway_service.url, token=tokens.access_token, raise_on_unexpected_status=True
+        )
+
+    listed = sessions["list_sessions"].sync(client=as_user(first))
+    assert isinstance(listed, models.SessionList) and len(listed.items) == 2
+    assert [s.current for s in listed.items] == [False, True]  # newest (second) first
+    ended = sessions["end_session"].sync_detailed(listed.items[0].id, client=as_user(first))
+    assert ended.status_code == 204
+    gone = sessions["end_session"].sync_detailed(
+        listed.items[0].id, client=sdk.AuthenticatedClient(gateway_service.url, first.access_token)
+    )
+    assert gone.status_code == 404 and isinstance(gone.parsed, models.Problem)
+
+    enrolment = mfa["start_totp_enrolment"].sync(
+        client=as_user(first), body=models.PasswordConfirmation(password=password)
+    )
+    assert isinstance(enrolment, models.TotpEnrolment)
+    totp = pyotp.TOTP(enrolment.secret)
+    codes = mfa["confirm_totp_enrolment"].sync(
+        client=as_user(first), body=models.MfaCode(code=totp.now())
+    )
+    assert isinstance(codes, models.RecoveryCodes) and len(codes.recovery_codes) == 10
+
+    challenged = login.sync_detailed(client=sdk.Client(gateway_service.url), body=credentials)
+    assert challenged.status_code == 401 and isinstance(challenged.parsed, models.Problem)
+    assert challenged.parsed.type_.endswith("/mfa-required") and challenged.parsed.mfa_token
+    tokens = mfa["login_mfa"].sync(
+        client=client,
+        body=models.MfaLoginRequest(
+            mfa_token=challenged.parsed.mfa_token, code=codes.recovery_codes[0]
+        ),
+    )
+    assert isinstance(tokens, models.TokenPair)
+
+    off = mfa["disable_totp"].sync_detailed(
+        client=as_user(tokens),
+        body=models.TotpDisable(password=password, code=totp.at(time.time() + 30)),
+    )
+    assert off.status_code == 204
+    everywhere = sessions["end_all_sessions"].sync_detailed(client=as_user(tokens))
+    assert everywhere.status_code == 204
+    refused = sessions["list_sessions"].sync_detailed(
+        client=sdk.AuthenticatedClient(gateway_service.url, tokens.access_token)
+    )
+    assert refused.status_code == 401 and isinstance(refused.parsed, models.Problem)

@@ -133,6 +133,7 @@ class Settings:
     rate_limit_key_prefix: str = "authgate:rl:"
     rate_limited_operations: tuple[str, ...] = (
         "login",
+        "login_mfa",
         "register",
         "request_password_reset",
         "confirm_password_reset",

@@ -33,6 +33,8 @@ GATEWAY_STATUSES = {"429", "502", "503", "504"}
 BODY_STATUSES = {"400", "413", "415", "422"}
 # Actions on a resource named by the path alone: POSTs that take no body.
 BODYLESS_POSTS = {"unlock_user"}
+# DELETEs that need proof in a body (password and code) before removing a factor.
+BODY_DELETES = {"disable_totp"}
 # The one schema allowed to be free-form: the OpenAPI document served by get_openapi.
 FREE_FORM_REFS = {"#/components/schemas/OpenAPIDocument"}
 
@@ -52,6 +54,17 @@ EXPECTED_OPERATIONS = {
     ("delete", "/api/v1/users/{user_id}"): ("delete_user", "bearer", "users"),
     ("put", "/api/v1/users/me/password"): ("change_password", "bearer", "users"),
     ("post", "/api/v1/users/{user_id}/unlock"): ("unlock_user", "bearer", "users"),
+    ("get", "/api/v1/auth/sessions"): ("list_sessions", "bearer", "sessions"),
+    ("delete", "/api/v1/auth/sessions"): ("end_all_sessions", "bearer", "sessions"),
+    ("delete", "/api/v1/auth/sessions/{session_id}"): ("end_session", "bearer", "sessions"),
+    ("get", "/api/v1/users/{user_id}/sessions"): ("list_user_sessions", "bearer", "users"),
+    ("delete", "/api/v1/users/{user_id}/sessions"): ("end_user_sessions", "bearer", "users"),
+    ("post", "/api/v1/auth/mfa/totp"): ("start_totp_enrolment", "bearer", "mfa"),
+    ("post", "/api/v1/auth/mfa/totp/confirm"): ("confirm_totp_enrolment", "bearer", "mfa"),
+    ("delete", "/api/v1/auth/mfa/totp"): ("disable_totp", "bearer", "mfa"),
+    ("post", "/api/v1/auth/mfa/recovery-codes"): ("regenerate_recovery_codes", "bearer", "mfa"),
+    ("post", "/api/v1/auth/login/mfa"): ("login_mfa", "public", "mfa"),
+    ("delete", "/api/v1/users/{user_id}/mfa"): ("reset_user_mfa", "bearer", "users"),
     ("get", "/.well-known/jwks.json"): ("get_jwks", "public", "keys"),
     ("get", "/healthz"): ("healthz", "public", "ops"),
     ("get", "/readyz"): ("readyz", "public", "ops"),
@@ -77,6 +90,17 @@ EXPECTED_STATUSES = {
     "delete_user": {"204", "404", "409"},
     "change_password": {"204", "400", "422", "429"},
     "unlock_user": {"204", "401", "403", "404"},
+    "list_sessions": {"200", "401"},
+    "end_all_sessions": {"204", "401"},
+    "end_session": {"204", "401", "404"},
+    "list_user_sessions": {"200", "401", "403", "404"},
+    "end_user_sessions": {"204", "401", "403", "404"},
+    "start_totp_enrolment": {"200", "400", "409", "429"},
+    "confirm_totp_enrolment": {"200", "400", "409"},
+    "disable_totp": {"204", "400", "409", "429"},
+    "regenerate_recovery_codes": {"200", "400", "409", "429"},
+    "login_mfa": {"200", "401", "422", "429"},
+    "reset_user_mfa": {"204", "401", "403", "404"},
     "get_jwks": {"200"},
     "healthz": {"200"},
     "readyz": {"200", "503"},
@@ -285,7 +309,7 @@ def test_info_servers_tags_and_security_scheme() -> None:
     # Relative on purpose: an absolute server URL breaks validation behind the gateway.
     assert SPEC["servers"] == [{"url": "/", "description": SPEC["servers"][0].get("description")}]
     tags = {tag["name"]: tag for tag in SPEC["tags"]}
-    assert set(tags) == {"auth", "users", "keys", "ops", "internal"}
+    assert set(tags) == {"auth", "users", "sessions", "mfa", "keys", "ops", "internal"}
     for name, tag in tags.items():
         assert tag.get("description"), f"tag {name} has no description"
     assert SPEC["components"]["securitySchemes"] == {
@@ -469,7 +493,8 @@ def test_operation_error_headers(operation: Operation) -> None:
 def test_operation_request_body(operation: Operation) -> None:
     method, path, op, _ = operation
     name = op_name(method, path, op)
-    if method in ("get", "delete") or op["operationId"] in BODYLESS_POSTS:
+    bodyless = method == "get" or (method == "delete" and op["operationId"] not in BODY_DELETES)
+    if bodyless or op["operationId"] in BODYLESS_POSTS:
         assert "requestBody" not in op, f"{name}: {method.upper()} must not take a body"
         return
     body, _ = resolve(op.get("requestBody"))
@@ -637,7 +662,7 @@ def test_links_cover_stateful_flows() -> None:
 
 
 def test_token_responses_forbid_caching() -> None:
-    for operation_id in ("login", "refresh"):
+    for operation_id in ("login", "refresh", "login_mfa", "start_totp_enrolment"):
         op = next(o for _, _, o, _ in OPERATIONS if o["operationId"] == operation_id)
         response, _ = resolve(op["responses"]["200"])
         header, _ = resolve(response.get("headers", {}).get("Cache-Control", {}))

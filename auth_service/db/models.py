@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from sqlalchemy import ForeignKey, String, Text, Uuid
+from sqlalchemy import BigInteger, ForeignKey, String, Text, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_service.db.base import Base, UTCDateTime, utcnow
@@ -13,11 +13,14 @@ __all__ = [
     "Base",
     "LoginThrottle",
     "MailOutbox",
+    "MfaChallenge",
     "PasswordResetRequest",
     "PasswordResetToken",
+    "RecoveryCode",
     "RefreshToken",
     "Session",
     "SessionRevocation",
+    "TotpCredential",
     "User",
     "utcnow",
 ]
@@ -47,6 +50,8 @@ class User(Base):
     full_name: Mapped[str | None] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     is_superuser: Mapped[bool] = mapped_column(default=False)
+    # NOTE: kept on the user (not derived from totp_credentials) so login reads one row.
+    mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[created_ts]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -64,9 +69,13 @@ class Session(Base):
     id: Mapped[uuid_pk]
     user_id: Mapped[uuid.UUID] = _user_fk()
     created_at: Mapped[created_ts]
+    # Set at login and at each refresh (not per request: that would be a write per call).
+    last_used_at: Mapped[timestamp | None]
     revoked_at: Mapped[timestamp | None]
     user_agent: Mapped[user_agent]
     ip_address: Mapped[ip_address]
+    # The access tokens' `amr` claim (RFC 8176), space-separated: "pwd" or "pwd otp".
+    amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
 
     user: Mapped[User] = relationship()
 
@@ -178,3 +187,45 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[created_ts]
     locked_until: Mapped[timestamp | None]
+
+
+class TotpCredential(Base):
+    """A user's TOTP secret (Fernet-encrypted); pending until `confirmed_at` is set."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret_encrypted: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[created_ts]
+    confirmed_at: Mapped[timestamp | None]
+    # SECURITY: the last accepted time step; a code of this step or an earlier one is a
+    # replay (RFC 6238 §5.2).
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """A single-use recovery code, stored as a SHA-256 hash (the codes carry 80 random bits)."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[uuid_pk]
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    code_hash: Mapped[token_hash]
+    created_at: Mapped[created_ts]
+    used_at: Mapped[timestamp | None]
+
+
+class MfaChallenge(Base):
+    """The second step of a login: issued after a correct password, single use, short-lived."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[uuid_pk]
+    token_hash: Mapped[token_hash]
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    created_at: Mapped[created_ts]
+    expires_at: Mapped[timestamp]
+    used_at: Mapped[timestamp | None]
+    attempts: Mapped[int] = mapped_column(default=0)

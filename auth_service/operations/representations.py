@@ -18,6 +18,7 @@ def user_json(user: User) -> dict[str, Any]:
         "full_name": user.full_name,
         "is_active": user.is_active,
         "is_superuser": user.is_superuser,
+        "mfa_enabled": user.mfa_enabled,
         "created_at": user.created_at.isoformat(),
         "updated_at": user.updated_at.isoformat(),
     }

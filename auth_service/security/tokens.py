@@ -270,9 +270,13 @@ class KeyRing:
         ttl_seconds: int,
         issuer: str,
         audience: str,
+        amr: Sequence[str] = ("pwd",),
         now: datetime | None = None,
     ) -> str:
-        """Sign an access token for `subject` in session `session_id`."""
+        """Sign an access token for `subject` in session `session_id`.
+
+        `amr` (RFC 8176) says how the session was authenticated: ["pwd"] or ["pwd", "otp"].
+        """
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be positive")
         issued_at = int((now or datetime.now(UTC)).timestamp())
@@ -286,6 +290,7 @@ class KeyRing:
             "jti": uuid.uuid4().hex,
             "sid": str(session_id),
             "role": role,
+            "amr": list(amr),
         }
         headers = {"kid": self.kid, "typ": "JWT"}
         # NOTE: python-jose ships no types; jwt.encode returns the compact JWS as a str.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -18,8 +20,14 @@ from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
 from auth_service.security.tokens import KeyRing
 from auth_service.services.emails import lookup_email
-from auth_service.services.revocation import RevocationList, revoke_session
+from auth_service.services.mfa import MfaService
+from auth_service.services.revocation import RevocationList, revoke_session, revoke_user_sessions
 from auth_service.services.throttle import LoginThrottler
+
+PASSWORD_AMR = ("pwd",)
+MFA_AMR = ("pwd", "otp")
+# The sessions list is bounded (the spec's maxItems); the newest are the ones that matter.
+MAX_LISTED_SESSIONS = 100
 
 
 class SessionEvents(Protocol):
@@ -48,6 +56,9 @@ _LOGIN_OUTCOMES: dict[type[errors.DomainError], str] = {
     errors.InvalidCredentials: "bad_credentials",
     errors.InactiveUser: "inactive",
     errors.LoginThrottled: "throttled",
+    errors.MfaRequired: "mfa_required",
+    errors.InvalidMfaToken: "bad_second_factor",
+    errors.InvalidMfaCode: "bad_second_factor",
 }
 
 
@@ -79,6 +90,19 @@ class ClientInfo:
     ip_address: str | None
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session as its owner (or an admin) sees it."""
+
+    id: uuid.UUID
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime
+    user_agent: str | None
+    ip_address: str | None
+    current: bool
+
+
 class SessionService:
     """Issues token pairs and keeps each session's refresh-token family honest."""
 
@@ -90,6 +114,7 @@ class SessionService:
         policy: TokenPolicy,
         revocations: RevocationList,
         throttler: LoginThrottler,
+        mfa: MfaService,
         events: SessionEvents | None = None,
     ) -> None:
         self._sessions = sessions
@@ -98,18 +123,31 @@ class SessionService:
         self._policy = policy
         self._revocations = revocations
         self._throttler = throttler
+        self._mfa = mfa
         self._events = events or _Uncounted()
 
     def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Check the credentials and open a session; every failure looks the same."""
+        with self._counted_login():
+            return self._login(email, password, client)
+
+    def login_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> TokenPair:
+        """The login's second step: a TOTP or recovery code for the user of `mfa_token`."""
+        with self._counted_login():
+            user = self._mfa.redeem(mfa_token, code, client.ip_address)
+            with self._sessions.begin() as db:
+                self._throttler.forget_address(db, user.email, client.ip_address)
+                return self._open_session(db, user, client, MFA_AMR)
+
+    @contextmanager
+    def _counted_login(self) -> Iterator[None]:
         try:
-            pair = self._login(email, password, client)
+            yield
         except errors.DomainError as ex:
             if type(ex) in _LOGIN_OUTCOMES:
                 self._events.login(_LOGIN_OUTCOMES[type(ex)])
             raise
         self._events.login("success")
-        return pair
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         email = lookup_email(email)
@@ -127,20 +165,36 @@ class SessionService:
         # PERF: the new hash is computed before the transaction, so no bcrypt run holds it.
         upgraded = self._upgraded_hash(password, user.hashed_password)
         with self._sessions.begin() as db:
-            # PERF: the throttle is cleared in the session's own transaction, not a second one.
-            self._throttler.forget_address(db, email, client.ip_address)
             if upgraded is not None:
                 _replace_hash(db, user, upgraded)
-            session = Session(
-                id=uuid.uuid4(),
-                user_id=user.id,
-                user_agent=client.user_agent,
-                ip_address=client.ip_address,
-            )
-            db.add(session)
-            db.flush()
-            refresh_token = self._add_refresh_token(db, session, client)
-        return self._pair(user, session.id, refresh_token)
+            if not user.mfa_enabled:
+                # PERF: the throttle is cleared in the session's own transaction.
+                self._throttler.forget_address(db, email, client.ip_address)
+                return self._open_session(db, user, client, PASSWORD_AMR)
+            # SECURITY: the counters are kept until the second factor is through, so
+            # wrong codes add up across mfa_tokens instead of being forgiven by each
+            # correct password.
+            mfa_token = self._mfa.open_challenge(db, user.id)
+        # NOTE: only a correct password gets here, so the 401 reveals MFA to no guesser.
+        raise errors.MfaRequired(mfa_token)
+
+    def _open_session(
+        self, db: DbSession, user: User, client: ClientInfo, amr: tuple[str, ...]
+    ) -> TokenPair:
+        now = utcnow()
+        session = Session(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            user_agent=client.user_agent,
+            ip_address=client.ip_address,
+            created_at=now,
+            last_used_at=now,
+            amr=" ".join(amr),
+        )
+        db.add(session)
+        db.flush()
+        refresh_token = self._add_refresh_token(db, session, client)
+        return self._pair(user, session, refresh_token)
 
     def refresh(self, presented: str, client: ClientInfo) -> TokenPair:
         """Rotate a refresh token: exactly one use wins; a later reuse ends the session."""
@@ -187,7 +241,8 @@ class SessionService:
                     .where(RefreshToken.id == token.id)
                     .values(replaced_by_id=new_refresh[0])
                 )
-                return self._pair(user, session.id, new_refresh)
+                session.last_used_at = now
+                return self._pair(user, session, new_refresh)
             used_at = db.scalar(select(RefreshToken.used_at).where(RefreshToken.id == token.id))
             in_grace = self._within_grace(used_at)
             if not in_grace:
@@ -209,6 +264,68 @@ class SessionService:
                 )
             )
             revoked = revoke_session(db, session_id) if session_id else []
+        self._revocations.publish(revoked)
+
+    def list_sessions(self, user_id: uuid.UUID, current: str | None) -> list[SessionInfo]:
+        """The user's live sessions (not ended, refresh token not expired), newest first."""
+        with self._sessions() as db:
+            found = db.execute(
+                select(Session, RefreshToken.expires_at)
+                .join(RefreshToken, RefreshToken.session_id == Session.id)
+                .where(
+                    Session.user_id == user_id,
+                    Session.revoked_at.is_(None),
+                    RefreshToken.used_at.is_(None),
+                    RefreshToken.expires_at > utcnow(),
+                )
+                .order_by(Session.created_at.desc(), Session.id)
+                .limit(MAX_LISTED_SESSIONS)
+            ).all()
+        return [
+            SessionInfo(
+                id=session.id,
+                created_at=session.created_at,
+                last_used_at=session.last_used_at,
+                expires_at=expires_at,
+                user_agent=session.user_agent,
+                ip_address=session.ip_address,
+                current=str(session.id) == current,
+            )
+            for session, expires_at in found
+        ]
+
+    def end_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        """End one live session of this user at once; any other id is SessionNotFound."""
+        with self._sessions.begin() as db:
+            owned = db.scalar(
+                select(Session.id).where(Session.id == session_id, Session.user_id == user_id)
+            )
+            revoked = revoke_session(db, session_id) if owned else []
+        if not revoked:
+            raise errors.SessionNotFound("No live session with this id.")
+        self._revocations.publish(revoked)
+
+    def list_user_sessions(self, actor: User, user_id: uuid.UUID) -> list[SessionInfo]:
+        """Another user's live sessions (admin only)."""
+        self._require_admin_of(actor, user_id)
+        return self.list_sessions(user_id, current=None)
+
+    def end_user_sessions(self, actor: User, user_id: uuid.UUID) -> None:
+        """End every session of a user (admin only)."""
+        self._require_admin_of(actor, user_id)
+        self.end_all_sessions(user_id)
+
+    def _require_admin_of(self, actor: User, user_id: uuid.UUID) -> None:
+        if not actor.is_superuser:
+            raise errors.Forbidden("Only an admin may do this.")
+        with self._sessions() as db:
+            if db.get(User, user_id) is None:
+                raise errors.UserNotFound("No user with this id.")
+
+    def end_all_sessions(self, user_id: uuid.UUID) -> None:
+        """End every session of the user, the caller's included."""
+        with self._sessions.begin() as db:
+            revoked = revoke_user_sessions(db, user_id)
         self._revocations.publish(revoked)
 
     def principal(self, user_id: str, session_id: str) -> User | None:
@@ -271,10 +388,11 @@ class SessionService:
         db.flush()
         return row.id, token
 
-    def _pair(self, user: User, session_id: uuid.UUID, refresh: tuple[uuid.UUID, str]) -> TokenPair:
+    def _pair(self, user: User, session: Session, refresh: tuple[uuid.UUID, str]) -> TokenPair:
         access = self._key_ring.issue_access_token(
             subject=str(user.id),
-            session_id=str(session_id),
+            session_id=str(session.id),
+            amr=session.amr.split(),
             role=user.role,
             ttl_seconds=self._policy.access_ttl_seconds,
             issuer=self._policy.issuer,

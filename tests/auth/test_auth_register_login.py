@@ -33,12 +33,14 @@ def test_register_creates_user_with_normalised_email(api: Api, database_url: str
     assert body["full_name"] == "Ada"
     assert body["is_active"] is True
     assert body["is_superuser"] is False
+    assert body["mfa_enabled"] is False
     assert set(body) == {
         "id",
         "email",
         "full_name",
         "is_active",
         "is_superuser",
+        "mfa_enabled",
         "created_at",
         "updated_at",
     }

@@ -1,4 +1,5 @@
-"""Races on the real PostgreSQL: parallel refreshes with one token, parallel sign-ups of one email.
+"""Races on the real PostgreSQL: parallel refreshes with one token, parallel sign-ups of one
+email, parallel second steps with one mfa_token or one TOTP code.
 
 Threads share one app (as gunicorn's threads do) and start together at a barrier.
 """
@@ -6,15 +7,17 @@ Threads share one app (as gunicorn's threads do) and start together at a barrier
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 import sqlalchemy
-from auth_api import Api, bearer
+from auth_api import PASSWORD, Api, bearer
 from authcheck import empty_all_tables, refresh_row, rows, session_row
 from falcon import testing
 from problem_observer import observe
@@ -141,3 +144,47 @@ def test_parallel_registrations_of_one_email_one_wins(
     assert statuses(results) == {201: 1, 409: PARALLEL - 1}, [r.text for r in results]
     found = rows(migrated_postgres, sqlalchemy.select(User.email))
     assert [row.email for row in found] == ["ada@example.com"]
+
+
+def mfa_user(client: testing.TestClient) -> tuple[Api, pyotp.TOTP, list[str]]:
+    """A user with TOTP on: the API, the authenticator, the recovery codes."""
+    api = Api(client)
+    user = api.user("ada@example.com")
+    started = client.simulate_post(
+        "/api/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=bearer(user["access_token"])
+    )
+    totp = pyotp.TOTP(started.json["secret"])
+    confirmed = client.simulate_post(
+        "/api/v1/auth/mfa/totp/confirm",
+        json={"code": totp.now()},
+        headers=bearer(user["access_token"]),
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    return api, totp, confirmed.json["recovery_codes"]
+
+
+def test_parallel_second_steps_with_one_mfa_token_one_wins(pg_client: ClientFactory) -> None:
+    client = pg_client(login_max_failures=1000)
+    api, _, codes = mfa_user(client)
+    token = api.login("ada@example.com").json["mfa_token"]
+    results = race(
+        PARALLEL,
+        lambda i: client.simulate_post(
+            "/api/v1/auth/login/mfa", json={"mfa_token": token, "code": codes[i % len(codes)]}
+        ),
+    )
+    assert statuses(results) == {200: 1, 401: PARALLEL - 1}
+
+
+def test_parallel_uses_of_one_totp_code_one_wins(pg_client: ClientFactory) -> None:
+    client = pg_client(login_max_failures=1000)
+    api, totp, _ = mfa_user(client)
+    tokens = [api.login("ada@example.com").json["mfa_token"] for _ in range(PARALLEL)]
+    code = totp.at(time.time() + 30)
+    results = race(
+        PARALLEL,
+        lambda i: client.simulate_post(
+            "/api/v1/auth/login/mfa", json={"mfa_token": tokens[i], "code": code}
+        ),
+    )
+    assert statuses(results) == {200: 1, 401: PARALLEL - 1}

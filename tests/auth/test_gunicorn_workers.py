@@ -75,8 +75,11 @@ def test_two_workers_share_one_key_and_one_database(server: tuple[str, Path]) ->
         kids.add(keys[0]["kid"])
     assert len(kids) == 1
 
-    # One key file on disk, no temporary leftovers from the losing worker.
-    assert sorted(p.name for p in (var_dir / "keys").iterdir()) == ["jwt-rs256-private.pem"]
+    # One signing key and one MFA encryption key on disk, readable by the owner only, and
+    # no temporary leftovers from the losing worker.
+    keys = sorted((var_dir / "keys").iterdir())
+    assert [p.name for p in keys] == ["jwt-rs256-private.pem", "mfa-fernet.key"]
+    assert {p.stat().st_mode & 0o777 for p in keys} == {0o600}
 
 
 def test_logout_in_one_worker_is_seen_by_the_other(server: tuple[str, Path]) -> None:
