@@ -84,7 +84,7 @@ class InvalidEmail(DomainError):
 
     def field_errors(self) -> list[dict[str, str]]:
         """One `format` error, worded like the schema's own (the input is never echoed)."""
-        message = "must be a valid email"
+        message = "must be a valid idn-email"
         return [{"field": self.field_name, "code": "format", "message": message}]
 
 

@@ -40,7 +40,7 @@ def assert_invalid_email(result, field: str = "email") -> None:
     """The 422 of any other schema violation, naming the field and never echoing the input."""
     body = assert_problem(result, 422, "validation-error", fields=[field])
     assert body["errors"] == [
-        {"field": field, "code": "format", "message": "must be a valid email"}
+        {"field": field, "code": "format", "message": "must be a valid idn-email"}
     ]
     assert body["title"] == "Request validation failed"
 
