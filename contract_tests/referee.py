@@ -31,7 +31,7 @@ from authgate_common.problem_types import ProblemType
 PROBLEM_TYPE_PREFIX = "https://authgate.dev/problems/"
 # 400s that answer a schema-valid request about *state*, not validity (schemathesis.toml
 # says why they stay 400): openapi-core cannot know the token or the password.
-STATE_REFUSALS = frozenset({"invalid-reset-token", "wrong-password"})
+STATE_REFUSALS = frozenset({"invalid-reset-token", "wrong-password", "wrong-mfa-code"})
 
 
 @cache
