@@ -37,7 +37,7 @@ REQUIRED_LINKS = (
 )
 WALK_EXCLUDED_TAGS = ("sessions", "mfa")
 # Operations that could take away the accounts whose tokens the suite runs on.
-ACCOUNT_CHANGES = frozenset({"delete_user", "update_user"})
+ACCOUNT_CHANGES = frozenset({"delete_user", "update_user", "end_user_sessions", "reset_user_mfa"})
 # Fresh walks tried when Hypothesis finds a walk's choices changed under it (see walk()).
 WALK_ATTEMPTS = 5
 
