@@ -28,11 +28,13 @@ body of up to BUFFERED_BODY_BYTES are in; only then does a thread parse and serv
 Meanwhile the connection waits in the poller, and one that has not sent a whole request
 within CLIENT_TIMEOUT_SECONDS of its first byte is closed.
 
-5. Restarts refuse nobody (RELIABILITY). With reuse_port each worker has its own listening
-socket, and the kernel hands it connections as soon as it exists. A new worker therefore
-listens only once its app is loaded (not during the seconds an import takes), and a
-stopping worker closes its socket as it stops accepting, not after it has drained, so the
-kernel sends new connections to the workers that still serve them.
+5. Restarts reset nobody (RELIABILITY). With reuse_port each worker has its own listening
+socket. Stock gthread keeps a stopping worker's socket open while it drains, so the
+kernel keeps queueing connections there, and closing it at the end resets them all. Here
+a stopping worker closes its socket as it stops accepting, so new connections go to the
+workers that still serve (a new worker listens from its fork on, as gunicorn makes it, and
+answers what queued once its app is loaded; listening only after the load would leave a
+gap with no listener at all during a SIGHUP, which the rolling-restart drill showed).
 
 What these rely on, none of it gunicorn's public API, is listed in `missing_internals`
 and checked once when gunicorn loads this module. If a gunicorn upgrade removed any of
@@ -56,7 +58,6 @@ from types import ModuleType
 from typing import Any
 
 import gunicorn
-from gunicorn import sock as gunicorn_sock
 from gunicorn import util
 from gunicorn.http import parser as gunicorn_parser
 from gunicorn.http import wsgi as gunicorn_wsgi
@@ -89,7 +90,6 @@ def missing_internals(
     wsgi_module: ModuleType,
     parser_module: ModuleType,
     gthread_module: ModuleType = gthread,
-    sock_module: ModuleType = gunicorn_sock,
 ) -> list[str]:
     """The gunicorn internals this module relies on that are absent (empty: all there)."""
     missing = []
@@ -100,8 +100,6 @@ def missing_internals(
         missing.append("gunicorn.http.wsgi.SERVER")
     if not hasattr(gthread_module, "_DEFER"):
         missing.append("gunicorn.workers.gthread._DEFER")
-    if not callable(getattr(sock_module, "create_sockets", None)):
-        missing.append("gunicorn.sock.create_sockets")
     try:
         # The keep-alive loop peeks at the bytes the parser read but has not used yet.
         probe = parser_module.RequestParser(None, iter(()), None)
@@ -152,19 +150,6 @@ class KeepAliveThreadWorker(ThreadWorker):
             util.write_error = write_problem
             gunicorn_wsgi.SERVER = SERVER_NAME
         super().init_process()
-
-    def load_wsgi(self) -> None:
-        """Load the app; with a socket of our own, listen only once it can answer."""
-        rebind = INTERNALS_USABLE and _own_sockets(self.cfg)
-        if rebind:
-            # gunicorn opened this worker's socket at fork: connections the kernel queued
-            # on it would wait for the whole import. It reopens once the app is loaded.
-            for listener in self.sockets:
-                listener.close()
-        super().load_wsgi()
-        if rebind:
-            self.sockets = gunicorn_sock.create_sockets(self.cfg, self.log)
-            self.wait_fds = [*self.sockets, self.PIPE[0]]
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """As gthread; a stopping worker also closes its own sockets straight away."""

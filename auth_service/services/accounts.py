@@ -111,10 +111,11 @@ class AccountService:
         revoked: list[str] = []
         try:
             with self._sessions.begin() as db:
+                admins = _lock_superusers(db) if ADMIN_ONLY_FIELDS & changes.keys() else []
                 user = _load_for_update(db, user_id)
                 was_superuser = user.is_superuser
                 if _loses_superuser(user, changes):
-                    _keep_one_superuser(db)
+                    _keep_one_superuser(admins)
                 for name, value in changes.items():
                     setattr(user, name, value)
                 db.flush()
@@ -132,9 +133,10 @@ class AccountService:
         """Delete a user (admin only), never the last active superuser."""
         _require_admin(actor)
         with self._sessions.begin() as db:
+            admins = _lock_superusers(db)
             user = _load_for_update(db, user_id)
             if user.is_superuser and user.is_active:
-                _keep_one_superuser(db)
+                _keep_one_superuser(admins)
             revoked = revoke_user_sessions(db, user.id)
             db.delete(user)
         self._revocations.publish(revoked)
@@ -225,12 +227,23 @@ def _loses_superuser(user: User, changes: dict[str, Any]) -> bool:
     return changes.get("is_superuser") is False or changes.get("is_active") is False
 
 
-def _keep_one_superuser(db: DbSession) -> None:
-    # NOTE: locking every active superuser row serialises two admins demoting each other.
-    admins = db.scalars(
-        select(User.id)
-        .where(User.is_superuser.is_(True), User.is_active.is_(True))
-        .with_for_update()
-    ).all()
+def _lock_superusers(db: DbSession) -> list[uuid.UUID]:
+    """Lock every active superuser's row, in id order; their ids.
+
+    NOTE: taken before the target's row and always in one order, so two admins demoting or
+    deleting each other queue behind one another instead of deadlocking (a 503 before;
+    tests/reliability/test_drill_concurrency.py).
+    """
+    return list(
+        db.scalars(
+            select(User.id)
+            .where(User.is_superuser.is_(True), User.is_active.is_(True))
+            .order_by(User.id)
+            .with_for_update()
+        )
+    )
+
+
+def _keep_one_superuser(admins: list[uuid.UUID]) -> None:
     if len(admins) <= 1:
         raise errors.LastSuperuser("The last active superuser cannot be removed or demoted.")
