@@ -10,7 +10,7 @@ Express peer is copied to a temporary directory and `npm install`ed there), and 
 127.0.0.1:6379 for the Redis run (skipped when unreachable).
 
 The Express peer (the original design's gateway, the yardstick) is found at --peer-dir,
-else $AUTHGATE_PEER_DIR, else ../shared/peers/express-gateway next to the repository;
+else $AUTHGATE_PEER_DIR (the directory with its server.js and package.json);
 without it the rest is measured and the comparison is said to be skipped.
 """
 
@@ -40,7 +40,6 @@ from jose import jwt
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PEER_ENV = "AUTHGATE_PEER_DIR"
-DEFAULT_PEER = REPO.parent / "shared" / "peers" / "express-gateway"
 TARGET = "/api/v1/users/00000000-0000-0000-0000-000000000001"
 HUGE_LIMIT = "1000000000/minute"
 
@@ -233,8 +232,11 @@ def gateway_env(port: int, upstream: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def install_peer(peer: Path, tmp: Path) -> Path | None:
+def install_peer(peer: Path | None, tmp: Path) -> Path | None:
     """Copy the Express peer to tmp and npm install it there (never in the repo)."""
+    if peer is None:
+        print(f"!! no Express peer given (--peer-dir or ${PEER_ENV}): skipping it")
+        return None
     if not (peer / "server.js").is_file():
         print(f"!! no Express peer at {peer} (--peer-dir or ${PEER_ENV}): skipping it")
         return None
@@ -357,8 +359,8 @@ def main() -> None:
     parser.add_argument(
         "--peer-dir",
         type=Path,
-        default=Path(os.environ.get(PEER_ENV) or DEFAULT_PEER),
-        help=f"the Express peer's directory (default: ${PEER_ENV}, else {DEFAULT_PEER})",
+        default=Path(os.environ[PEER_ENV]) if os.environ.get(PEER_ENV) else None,
+        help=f"the Express peer's directory (default: ${PEER_ENV}; none: peer skipped)",
     )
     args = parser.parse_args()
     if args.only_me:
