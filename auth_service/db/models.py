@@ -1,10 +1,10 @@
-"""ORM models: users, login sessions, refresh tokens, password resets, login throttles, mail."""
+"""ORM models: users, sessions, refresh tokens, resets, throttles, mail, MFA, OAuth clients."""
 
 import uuid
 from datetime import datetime
 from typing import Annotated
 
-from sqlalchemy import BigInteger, ForeignKey, String, Text, Uuid, false
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, Uuid, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_service.db.base import Base, UTCDateTime, utcnow
@@ -14,6 +14,7 @@ __all__ = [
     "LoginThrottle",
     "MailOutbox",
     "MfaChallenge",
+    "OAuthClient",
     "PasswordResetRequest",
     "PasswordResetToken",
     "RecoveryCode",
@@ -229,3 +230,26 @@ class MfaChallenge(Base):
     expires_at: Mapped[timestamp]
     used_at: Mapped[timestamp | None]
     attempts: Mapped[int] = mapped_column(default=0)
+
+
+class OAuthClient(Base):
+    """An application that signs its users in with us (OAuth 2.0 / OpenID Connect).
+
+    `client_id` is public; a confidential client's secret is shown once at creation and
+    kept as a SHA-256 hash (it carries 256 random bits, so a slow hash adds nothing).
+    Redirect URIs are matched exactly (RFC 9700 §2.1).
+    """
+
+    __tablename__ = "oauth_clients"
+
+    id: Mapped[uuid_pk]
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # NULL for a public client (client_type "public"): it has no secret and must use PKCE.
+    client_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    client_type: Mapped[str] = mapped_column(String(16))  # "confidential" or "public"
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    scopes: Mapped[list[str]] = mapped_column(JSON)  # the most this client may ask for
+    created_at: Mapped[created_ts]
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
