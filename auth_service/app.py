@@ -89,7 +89,13 @@ def build_services(
     db = make_sessionmaker(engine)
     # SECURITY: a mail waits in the outbox with its reset link in clear until it is sent;
     # what writes or reads the outbox runs on an engine that never logs its parameters.
-    mail_engine = make_engine(settings.database_url, hide_parameters=True)
+    # NOTE: sign-up and address changes (they mail a verification link) run on it too, so
+    # a request waits for its pool no longer than for the main one.
+    mail_engine = make_engine(
+        settings.database_url,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        hide_parameters=True,
+    )
     if tracer_provider is not None:
         trace_engine(mail_engine, tracer_provider)
     mail_db = make_sessionmaker(mail_engine)
