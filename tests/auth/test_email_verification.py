@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 from auth_api import PASSWORD, Api, bearer, set_user_flags
 from authcheck import ago, assert_problem, execute, rows, sha256_hex, user_row
+from prometheus_client.parser import text_string_to_metric_families
 from smtp_inbox import (
     SIGN_UP_ATTEMPT_SUBJECT,
     VERIFY_SUBJECT,
@@ -283,6 +284,18 @@ def test_required_login_refuses_an_unverified_address_after_the_password(
 
     assert verify(api, token).status_code == 204
     assert api.login("ada@example.com").status_code == 200
+    assert login_outcomes(api) == {"bad_credentials": 1, "unverified": 1, "success": 1}
+
+
+def login_outcomes(api: Api) -> dict[str, float]:
+    """authgate_logins_total by outcome, the ones above zero (as /metrics exports them)."""
+    scraped = api.client.simulate_get("/metrics").text
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "authgate_logins_total" and sample.value
+    }
 
 
 def test_required_register_of_an_unverified_address_mails_a_fresh_link(
