@@ -31,6 +31,7 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.security.secrets_box import SecretBox
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
+from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.mfa import MfaService
 from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
@@ -65,6 +66,7 @@ class Services:
     mail_sender: MailSender
     revocation_feed: RevocationFeed
     mfa: MfaService
+    email_verification: EmailVerificationService
 
 
 def build_services(
@@ -87,7 +89,13 @@ def build_services(
     db = make_sessionmaker(engine)
     # SECURITY: a mail waits in the outbox with its reset link in clear until it is sent;
     # what writes or reads the outbox runs on an engine that never logs its parameters.
-    mail_engine = make_engine(settings.database_url, hide_parameters=True)
+    # NOTE: sign-up and address changes (they mail a verification link) run on it too, so
+    # a request waits for its pool no longer than for the main one.
+    mail_engine = make_engine(
+        settings.database_url,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        hide_parameters=True,
+    )
     if tracer_provider is not None:
         trace_engine(mail_engine, tracer_provider)
     mail_db = make_sessionmaker(mail_engine)
@@ -133,6 +141,9 @@ def build_services(
         throttler,
         issuer=settings.mfa_issuer,
     )
+    email_verification = EmailVerificationService(
+        mail_db, verify_url=settings.email_verification_url, doorbell=doorbell
+    )
 
     return Services(
         engine=engine,
@@ -143,10 +154,21 @@ def build_services(
             hasher,
             revocations,
             throttler,
+            email_verification,
+            mail_sessions=mail_db,
             allow_registration=settings.allow_registration,
+            require_verification=settings.require_email_verification,
         ),
         sessions=SessionService(
-            db, hasher, key_ring, policy, revocations, throttler, mfa, events=session_events
+            db,
+            hasher,
+            key_ring,
+            policy,
+            revocations,
+            throttler,
+            mfa,
+            events=session_events,
+            require_verification=settings.require_email_verification,
         ),
         password_resets=password_resets,
         revocations=revocations,
@@ -165,6 +187,7 @@ def build_services(
         ),
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
         mfa=mfa,
+        email_verification=email_verification,
     )
 
 
@@ -267,6 +290,7 @@ def create_service(
                 services.accounts,
                 services.sessions,
                 services.password_resets,
+                services.email_verification,
             ),
             UserOperations(services.accounts),
             SecurityOperations(services.sessions, services.mfa),

@@ -65,6 +65,16 @@ class InvalidResetToken(DomainError):
     problem = ProblemType.INVALID_RESET_TOKEN
 
 
+class InvalidVerificationToken(DomainError):
+    problem = ProblemType.INVALID_VERIFICATION_TOKEN
+
+
+class EmailNotVerified(DomainError):
+    """The right password, but REQUIRE_EMAIL_VERIFICATION is on and the address is unproven."""
+
+    problem = ProblemType.EMAIL_NOT_VERIFIED
+
+
 class WrongPassword(DomainError):
     problem = ProblemType.WRONG_PASSWORD
 

@@ -34,6 +34,7 @@ LOGIN_OUTCOMES = (
     "success",
     "bad_credentials",
     "inactive",
+    "unverified",
     "throttled",
     "mfa_required",
     "bad_second_factor",

@@ -56,6 +56,8 @@ class Settings:
     smtp_starttls: bool = False
     password_reset_url: str = "http://localhost:8000/reset-password"  # noqa: S105 - a URL
     password_reset_token_expire_minutes: int = 30
+    email_verification_url: str = "http://localhost:8000/verify-email"
+    require_email_verification: bool = False
     mail_retry_base_seconds: int = 10
     mail_retry_max_seconds: int = 3600
     mail_max_attempts: int = 12
@@ -135,6 +137,10 @@ class Settings:
             smtp_password=read.optional("SMTP_PASSWORD"),
             smtp_starttls=read.boolean("SMTP_STARTTLS", d.smtp_starttls),
             password_reset_url=read.text("PASSWORD_RESET_URL", d.password_reset_url),
+            email_verification_url=read.text("EMAIL_VERIFICATION_URL", d.email_verification_url),
+            require_email_verification=read.boolean(
+                "REQUIRE_EMAIL_VERIFICATION", d.require_email_verification
+            ),
             password_reset_token_expire_minutes=read.integer(
                 "PASSWORD_RESET_TOKEN_EXPIRE_MINUTES",
                 d.password_reset_token_expire_minutes,
@@ -195,6 +201,8 @@ class Settings:
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if not self.password_reset_url.startswith(("http://", "https://")):
             raise SettingsError("PASSWORD_RESET_URL must be an http(s) URL")
+        if not self.email_verification_url.startswith(("http://", "https://")):
+            raise SettingsError("EMAIL_VERIFICATION_URL must be an http(s) URL")
         if self.otel_exporter_otlp_endpoint and not self.otel_exporter_otlp_endpoint.startswith(
             ("http://", "https://")
         ):

@@ -72,6 +72,12 @@ class ProblemType(enum.StrEnum):
     REFRESH_TOKEN_ROTATED = ("refresh-token-rotated", 409, "Refresh token was just rotated")
     INVALID_RESET_TOKEN = ("invalid-reset-token", 400, "Invalid or expired reset token")
     WRONG_PASSWORD = ("wrong-password", 400, "Current password is wrong")
+    INVALID_VERIFICATION_TOKEN = (
+        "invalid-verification-token",
+        400,
+        "Invalid or expired verification token",
+    )
+    EMAIL_NOT_VERIFIED = ("email-not-verified", 403, "Email address not verified")
     # Users.
     REGISTRATION_DISABLED = ("registration-disabled", 403, "Registration is disabled")
     EMAIL_TAKEN = ("email-taken", 409, "Email already registered")

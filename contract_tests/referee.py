@@ -31,7 +31,9 @@ from authgate_common.problem_types import ProblemType
 PROBLEM_TYPE_PREFIX = "https://authgate.dev/problems/"
 # 400s that answer a schema-valid request about *state*, not validity (schemathesis.toml
 # says why they stay 400): openapi-core cannot know the token or the password.
-STATE_REFUSALS = frozenset({"invalid-reset-token", "wrong-password", "wrong-mfa-code"})
+STATE_REFUSALS = frozenset(
+    {"invalid-reset-token", "invalid-verification-token", "wrong-password", "wrong-mfa-code"}
+)
 
 
 @cache

@@ -69,11 +69,20 @@ def submodule(name: str) -> Any:
 def test_generated_client_runs_a_real_flow_through_the_gateway(
     sdk: ModuleType, gateway_service: Server
 ) -> None:
-    """Register, log in, me, refresh, logout, admin paging, typed 401 and 422 problems."""
+    """Register, log in, me, email verification, refresh, logout, admin paging, typed
+    400, 401 and 422 problems."""
     models = submodule("models")
     auth = {
         op: submodule(f"api.auth.{op}")
-        for op in ("register", "login", "get_me", "refresh", "logout")
+        for op in (
+            "register",
+            "login",
+            "get_me",
+            "refresh",
+            "logout",
+            "verify_email",
+            "resend_verification_email",
+        )
     }
     list_users = submodule("api.users.list_users")
     client = sdk.Client(base_url=gateway_service.url, raise_on_unexpected_status=True)
@@ -95,6 +104,16 @@ def test_generated_client_runs_a_real_flow_through_the_gateway(
     )
     me = auth["get_me"].sync(client=user_client)
     assert isinstance(me, models.User) and me.id == created.id
+    assert me.email_verified is False  # the link went to the mailbox, not to us
+
+    # Email verification: a new link on request; a token that was never mailed is refused.
+    resent = auth["resend_verification_email"].sync(client=user_client)
+    assert isinstance(resent, models.Accepted) and resent.detail
+    forged = auth["verify_email"].sync_detailed(
+        client=client, body=models.EmailVerificationConfirm(token="never-mailed")
+    )
+    assert forged.status_code == 400 and isinstance(forged.parsed, models.Problem)
+    assert forged.parsed.type_ == "https://authgate.dev/problems/invalid-verification-token"
 
     rotated = auth["refresh"].sync(
         client=client, body=models.RefreshRequest(refresh_token=tokens.refresh_token)

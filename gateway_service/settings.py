@@ -137,6 +137,8 @@ class Settings:
         "register",
         "request_password_reset",
         "confirm_password_reset",
+        "verify_email",
+        "resend_verification_email",
     )
     cors_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[Network, ...] = ()

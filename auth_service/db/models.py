@@ -1,4 +1,4 @@
-"""ORM models: users, sessions, refresh tokens, resets, throttles, mail, MFA, OAuth clients."""
+"""ORM models: users, sessions, tokens, resets, email verification, throttles, mail, MFA, OAuth."""
 
 import uuid
 from datetime import datetime
@@ -11,6 +11,7 @@ from auth_service.db.base import Base, UTCDateTime, utcnow
 
 __all__ = [
     "Base",
+    "EmailVerificationToken",
     "LoginThrottle",
     "MailOutbox",
     "MfaChallenge",
@@ -53,6 +54,9 @@ class User(Base):
     is_superuser: Mapped[bool] = mapped_column(default=False)
     # NOTE: kept on the user (not derived from totp_credentials) so login reads one row.
     mfa_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # SECURITY: false unless proven by a mailed token (services/email_verification.py) or
+    # vouched for by an admin; migration 0007 counted the accounts before it as verified.
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[created_ts]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -132,6 +136,23 @@ class PasswordResetToken(Base):
     used_at: Mapped[timestamp | None]
 
     user: Mapped[User] = relationship()
+
+
+class EmailVerificationToken(Base):
+    """A single-use token mailed to prove an address, stored hashed.
+
+    It proves `email` only: once the user's address changes, older tokens verify nothing.
+    """
+
+    __tablename__ = "email_verification_tokens"
+
+    id: Mapped[uuid_pk]
+    token_hash: Mapped[token_hash]
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[created_ts]
+    expires_at: Mapped[timestamp]
+    used_at: Mapped[timestamp | None]
 
 
 class PasswordResetRequest(Base):

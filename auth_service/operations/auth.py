@@ -1,4 +1,4 @@
-"""Responders of the `auth` tag: sign-up, sign-in, tokens, password reset."""
+"""Responders of the `auth` tag: sign-up, sign-in, tokens, password reset, email verification."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from auth_service.operations.representations import (
     user_json,
 )
 from auth_service.services.accounts import AccountService
+from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.sessions import SessionService
 
 RESET_ACCEPTED = {
     "detail": "If an account exists for this email, a password reset link has been sent."
+}
+# REQUIRE_EMAIL_VERIFICATION: the one answer to a new and a taken address alike.
+REGISTER_ACCEPTED = {"detail": "Check your inbox: we sent a mail to this address."}
+VERIFICATION_ACCEPTED = {
+    "detail": "If your email address is not verified yet, a new verification link has been sent."
 }
 
 
@@ -27,14 +33,22 @@ class AuthOperations:
         accounts: AccountService,
         sessions: SessionService,
         password_resets: PasswordResetService,
+        email_verification: EmailVerificationService,
     ) -> None:
         self._accounts = accounts
         self._sessions = sessions
         self._password_resets = password_resets
+        self._email_verification = email_verification
 
     def register(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/register."""
         body = req.context.body
+        if self._accounts.verification_required:
+            # SECURITY: the answer must not say whether the address has an account.
+            self._accounts.register_quietly(body["email"], body["password"], body.get("full_name"))
+            resp.status = falcon.HTTP_202
+            resp.media = REGISTER_ACCEPTED
+            return
         user = self._accounts.register(body["email"], body["password"], body.get("full_name"))
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/users/{user.id}"
@@ -73,3 +87,15 @@ class AuthOperations:
         body = req.context.body
         self._password_resets.confirm(body["token"], body["new_password"])
         resp.status = falcon.HTTP_204
+
+    def verify_email(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """POST /api/v1/auth/verify-email."""
+        self._email_verification.verify(req.context.body["token"])
+        resp.status = falcon.HTTP_204
+
+    def resend_verification_email(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """POST /api/v1/auth/verify-email/resend."""
+        # NOTE: a verified address gets the same 202 and no mail (nothing to prove).
+        self._email_verification.resend(req.context.principal.id)
+        resp.status = falcon.HTTP_202
+        resp.media = VERIFICATION_ACCEPTED

@@ -19,6 +19,7 @@ def user_json(user: User) -> dict[str, Any]:
         "is_active": user.is_active,
         "is_superuser": user.is_superuser,
         "mfa_enabled": user.mfa_enabled,
+        "email_verified": user.email_verified,
         "created_at": user.created_at.isoformat(),
         "updated_at": user.updated_at.isoformat(),
     }

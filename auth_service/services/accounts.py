@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from auth_service.security.passwords import (
     PasswordHasher,
     PasswordTooLongError,
 )
+from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.emails import canonical_email, lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import LoginThrottler, clear_account
@@ -34,6 +36,9 @@ class NewUser:
     full_name: str | None = None
     is_active: bool = True
     is_superuser: bool = False
+    # NOTE: an admin (API or CLI) vouches for the address they create; self-registration
+    # proves it by mail.
+    email_verified: bool = False
 
 
 class AccountService:
@@ -45,25 +50,44 @@ class AccountService:
         hasher: PasswordHasher,
         revocations: RevocationList,
         throttler: LoginThrottler,
+        verification: EmailVerificationService,
         *,
+        mail_sessions: sessionmaker[DbSession],
         allow_registration: bool,
+        require_verification: bool,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
         self._revocations = revocations
         self._throttler = throttler
+        self._verification = verification
+        # SECURITY: transactions that mail a verification link run here (see build_services).
+        self._mail_sessions = mail_sessions
         self._allow_registration = allow_registration
+        self.verification_required = require_verification
 
     def register(self, email: str, password: str, full_name: str | None) -> User:
-        """Public self-registration (unless disabled)."""
+        """Public self-registration (unless disabled): unverified, mailed a verification link."""
         if not self._allow_registration:
             raise errors.RegistrationDisabled("Self-registration is disabled.")
         return self._create(NewUser(email=email, password=password, full_name=full_name))
 
+    def register_quietly(self, email: str, password: str, full_name: str | None) -> None:
+        """Registration whose outcome only the mailbox learns (REQUIRE_EMAIL_VERIFICATION).
+
+        SECURITY: a new address gets its verification mail, a taken one a mail to its owner;
+        the caller answers both alike, and both cost one bcrypt hash and one failed or
+        successful insert, so neither the answer nor its timing says an account exists.
+        """
+        try:
+            self.register(email, password, full_name)
+        except errors.EmailTaken:
+            self._verification.warn_owner(canonical_email(email))
+
     def create_user(self, actor: User, new: NewUser) -> User:
-        """Admin creation of a user with any flags."""
+        """Admin creation of a user with any flags; the admin vouches for the address."""
         _require_admin(actor)
-        return self._create(new)
+        return self._create(dataclasses.replace(new, email_verified=True))
 
     def email_taken(self, email: str) -> bool:
         """Whether a user with this email (compared normalized) exists."""
@@ -74,7 +98,9 @@ class AccountService:
     def ensure_admin(self, email: str, password: str) -> bool:
         """Create a superuser unless the email is taken; whether one was created."""
         try:
-            self._create(NewUser(email=email, password=password, is_superuser=True))
+            self._create(
+                NewUser(email=email, password=password, is_superuser=True, email_verified=True)
+            )
         except errors.EmailTaken:
             return False
         return True
@@ -102,23 +128,31 @@ class AccountService:
 
     def update_user(self, actor: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
         """Apply a partial update; flags are admin-only; deactivation or demotion ends all
-        sessions."""
+        sessions; a new email address is unverified until the link mailed to it is used."""
         _require_self_or_admin(actor, user_id)
         if ADMIN_ONLY_FIELDS & changes.keys() and not actor.is_superuser:
             raise errors.Forbidden("Only an admin may change is_active or is_superuser.")
         if "email" in changes:
             changes = {**changes, "email": canonical_email(changes["email"])}
         revoked: list[str] = []
+        new_address = False
         try:
-            with self._sessions.begin() as db:
+            with self._mail_sessions.begin() as db:
                 admins = _lock_superusers(db) if ADMIN_ONLY_FIELDS & changes.keys() else []
                 user = _load_for_update(db, user_id)
                 was_superuser = user.is_superuser
+                new_address = changes.get("email", user.email) != user.email
                 if _loses_superuser(user, changes):
                     _keep_one_superuser(admins)
                 for name, value in changes.items():
                     setattr(user, name, value)
+                if new_address:
+                    # SECURITY: whoever changed it (the user or an admin), nobody has shown
+                    # that the new address reaches the user.
+                    user.email_verified = False
                 db.flush()
+                if new_address:
+                    self._verification.issue(db, user)
                 # SECURITY: access tokens carry the role; a demoted admin's tokens would say
                 # "admin" (and the gateway would forward X-User-Roles: admin) until they
                 # expire, so demotion ends the sessions exactly like deactivation.
@@ -127,6 +161,8 @@ class AccountService:
         except IntegrityError:
             raise errors.EmailTaken("An account with this email already exists.") from None
         self._revocations.publish(revoked)
+        if new_address:
+            self._verification.ring()
         return user
 
     def delete_user(self, actor: User, user_id: uuid.UUID) -> None:
@@ -184,13 +220,20 @@ class AccountService:
             full_name=new.full_name,
             is_active=new.is_active,
             is_superuser=new.is_superuser,
+            email_verified=new.email_verified,
         )
         try:
-            with self._sessions.begin() as db:
+            with self._mail_sessions.begin() as db:
                 db.add(user)
+                db.flush()
+                if not user.email_verified:
+                    # The link is mailed if and only if the account is created.
+                    self._verification.issue(db, user)
         except IntegrityError:
             # NOTE: the unique index on the normalised email decides concurrent sign-ups.
             raise errors.EmailTaken("An account with this email already exists.") from None
+        if not user.email_verified:
+            self._verification.ring()
         return user
 
 

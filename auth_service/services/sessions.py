@@ -55,6 +55,7 @@ class RefreshTokenReused(errors.InvalidRefreshToken):
 _LOGIN_OUTCOMES: dict[type[errors.DomainError], str] = {
     errors.InvalidCredentials: "bad_credentials",
     errors.InactiveUser: "inactive",
+    errors.EmailNotVerified: "unverified",
     errors.LoginThrottled: "throttled",
     errors.MfaRequired: "mfa_required",
     errors.InvalidMfaToken: "bad_second_factor",
@@ -116,6 +117,8 @@ class SessionService:
         throttler: LoginThrottler,
         mfa: MfaService,
         events: SessionEvents | None = None,
+        *,
+        require_verification: bool = False,
     ) -> None:
         self._sessions = sessions
         self._hasher = hasher
@@ -125,6 +128,7 @@ class SessionService:
         self._throttler = throttler
         self._mfa = mfa
         self._events = events or _Uncounted()
+        self._require_verification = require_verification
 
     def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Check the credentials and open a session; every failure looks the same."""
@@ -135,6 +139,8 @@ class SessionService:
         """The login's second step: a TOTP or recovery code for the user of `mfa_token`."""
         with self._counted_login():
             user = self._mfa.redeem(mfa_token, code, client.ip_address)
+            # NOTE: checked at the password step too; the address may have changed since.
+            self._check_verified(user)
             with self._sessions.begin() as db:
                 self._throttler.forget_address(db, user.email, client.ip_address)
                 return self._open_session(db, user, client, MFA_AMR)
@@ -162,6 +168,9 @@ class SessionService:
             raise self._failed_login(email, client)
         if not user.is_active:
             raise errors.InactiveUser()
+        # NOTE: after the password (a guesser learns nothing) and before a second factor
+        # is asked for (a code cannot stand in for the mailbox).
+        self._check_verified(user)
         # PERF: the new hash is computed before the transaction, so no bcrypt run holds it.
         upgraded = self._upgraded_hash(password, user.hashed_password)
         with self._sessions.begin() as db:
@@ -177,6 +186,12 @@ class SessionService:
             mfa_token = self._mfa.open_challenge(db, user.id)
         # NOTE: only a correct password gets here, so the 401 reveals MFA to no guesser.
         raise errors.MfaRequired(mfa_token)
+
+    def _check_verified(self, user: User) -> None:
+        if self._require_verification and not user.email_verified:
+            raise errors.EmailNotVerified(
+                "Verify your email address first: open the link in the mail we sent."
+            )
 
     def _open_session(
         self, db: DbSession, user: User, client: ClientInfo, amr: tuple[str, ...]

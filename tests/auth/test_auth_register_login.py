@@ -34,6 +34,7 @@ def test_register_creates_user_with_normalised_email(api: Api, database_url: str
     assert body["is_active"] is True
     assert body["is_superuser"] is False
     assert body["mfa_enabled"] is False
+    assert body["email_verified"] is False  # until the mailed link is used
     assert set(body) == {
         "id",
         "email",
@@ -41,6 +42,7 @@ def test_register_creates_user_with_normalised_email(api: Api, database_url: str
         "is_active",
         "is_superuser",
         "mfa_enabled",
+        "email_verified",
         "created_at",
         "updated_at",
     }

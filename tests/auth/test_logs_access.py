@@ -19,7 +19,15 @@ import pytest
 from auth_api import PASSWORD, Api, bearer
 from falcon import testing
 from opentelemetry.sdk.trace import TracerProvider
-from smtp_inbox import RESET_URL, Inbox, reset_token_from
+from smtp_inbox import (
+    RESET_SUBJECT,
+    RESET_URL,
+    VERIFY_SUBJECT,
+    VERIFY_URL,
+    Inbox,
+    reset_token_from,
+    verification_token_from,
+)
 
 from auth_service.app import create_app, create_service
 from auth_service.logs import configure_logging
@@ -190,6 +198,7 @@ def test_a_full_flow_at_debug_logs_no_password_or_token(
         smtp_host="127.0.0.1",
         smtp_port=port,
         password_reset_url=RESET_URL,
+        email_verification_url=VERIFY_URL,
         response_validation="log",
     )
     provider = TracerProvider()  # tracing on too: span attributes must not leak either
@@ -208,6 +217,12 @@ def test_a_full_flow_at_debug_logs_no_password_or_token(
     try:
         secrets = [PASSWORD, reset_password, changed_password, wrong_password, long_password]
         assert api.register(email).status_code == 201
+        verification = verification_token_from(mail.wait_for(1, subject=VERIFY_SUBJECT)[0][1])
+        secrets.append(verification)
+        verified = api.client.simulate_post(
+            "/api/v1/auth/verify-email", json={"token": verification}
+        )
+        assert verified.status_code == 204
         assert api.login(email, wrong_password).status_code == 401
         assert api.login(email, long_password).status_code in (401, 422)
         first = api.login(email)
@@ -226,7 +241,7 @@ def test_a_full_flow_at_debug_logs_no_password_or_token(
 
         requested = api.client.simulate_post("/api/v1/auth/password-reset", json={"email": email})
         assert requested.status_code == 202
-        token = reset_token_from(mail.wait_for(1)[0][1])
+        token = reset_token_from(mail.wait_for(1, subject=RESET_SUBJECT)[0][1])
         secrets.append(token)
         confirmed = api.client.simulate_post(
             "/api/v1/auth/password-reset/confirm",

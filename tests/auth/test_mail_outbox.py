@@ -157,10 +157,13 @@ def test_console_mailer_delivers_through_the_outbox(
             "/api/v1/auth/password-reset", json={"email": "ada@example.com"}
         )
         assert answer.status_code == 202
-        (row,) = until_sent(database_url)
-    assert row.recipient == "ada@example.com"
+        sent = until_sent(database_url)
+    # The sign-up's verification mail and the reset mail.
+    assert len(sent) == 2
+    assert {row.recipient for row in sent} == {"ada@example.com"}
     assert "console mailer (SMTP_HOST unset) to=ada@example.com" in caplog.text
     assert "reset-password?token=" in caplog.text
+    assert "verify-email?token=" in caplog.text
 
 
 def until_sent(database_url: str, timeout: float = 10.0) -> list[Any]:
@@ -217,13 +220,14 @@ def test_backlog_metric_counts_pending_mail_once_under_two_workers(
         deadline = time.monotonic() + 20
         while (
             retries := metric(scrape(), "authgate_mail_deliveries_total", outcome="retry") or 0
-        ) < 6:
+        ) < 12:
             assert time.monotonic() < deadline, f"only {retries} retries counted"
             time.sleep(0.1)
         # Whichever worker answers, the backlog is the database's count, never a sum.
         for _ in range(10):
             text = scrape()
-            assert metric(text, "authgate_mail_outbox_backlog") == 3
+            # Three sign-ups' verification mails and three reset mails.
+            assert metric(text, "authgate_mail_outbox_backlog") == 6
             assert metric(text, "authgate_password_reset_requests_backlog") == 0
             assert metric(text, "authgate_mail_deliveries_total", outcome="sent") == 0
 

@@ -169,6 +169,33 @@ def test_login_throttle_revision_upgrades_and_downgrades(database_url: str) -> N
     }
 
 
+def test_email_verification_revision_counts_existing_users_as_verified(
+    database_url: str,
+) -> None:
+    """0007: accounts from before verification keep signing in; later raw rows are unverified."""
+    migrations.upgrade(database_url, "0006_oauth_clients")
+    engine = make_engine(database_url)
+    insert = (
+        "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, created_at,"
+        " updated_at) VALUES (:id, :email, 'x', true, false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
+    users = sa.table("users", sa.column("email"), sa.column("email_verified"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(insert), {"id": uuid.uuid4().hex, "email": "old@x.test"})
+        migrations.upgrade(database_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text(insert), {"id": uuid.uuid4().hex, "email": "new@x.test"})
+            found = connection.execute(sa.select(users.c.email, users.c.email_verified))
+            verified = {email: flag for email, flag in found}
+        assert verified == {"old@x.test": True, "new@x.test": False}
+        migrations.downgrade(database_url, "0006_oauth_clients")
+        assert "email_verified" not in _columns(database_url, "users")
+        assert "email_verification_tokens" not in _table_names(database_url)
+    finally:
+        engine.dispose()
+
+
 def test_pending_diff_reports_drift(database_url: str) -> None:
     """pending_diff is not trivially empty: a schema that differs from the models is reported."""
     migrations.upgrade(database_url)
