@@ -35,7 +35,9 @@ class AuthOperations:
     def register(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/register."""
         body = req.context.body
-        user = self._accounts.register(body["email"], body["password"], body.get("full_name"))
+        user = self._accounts.register(
+            body["email"], body["password"], body.get("full_name"), client_info(req)
+        )
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/users/{user.id}"
         resp.media = user_json(user)
@@ -55,7 +57,7 @@ class AuthOperations:
 
     def logout(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/logout."""
-        self._sessions.logout(req.context.body["refresh_token"])
+        self._sessions.logout(req.context.body["refresh_token"], client_info(req))
         resp.status = falcon.HTTP_204
 
     def get_me(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -71,5 +73,5 @@ class AuthOperations:
     def confirm_password_reset(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/password-reset/confirm."""
         body = req.context.body
-        self._password_resets.confirm(body["token"], body["new_password"])
+        self._password_resets.confirm(body["token"], body["new_password"], client_info(req))
         resp.status = falcon.HTTP_204

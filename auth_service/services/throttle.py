@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -113,11 +114,20 @@ class LoginThrottler:
         if until is not None:
             raise LoginThrottled(retry_after=math.ceil((until - now).total_seconds()))
 
-    def record_failure(self, email: str, address: str | None) -> None:
-        """Count one failure on both counters, in one transaction."""
+    def record_failure(
+        self,
+        email: str,
+        address: str | None,
+        *,
+        audit: Callable[[DbSession], None] | None = None,
+    ) -> None:
+        """Count one failure on both counters, in one transaction; `audit` writes its
+        event in that transaction (the failing request's own one rolls back)."""
         now = utcnow()
         account = account_key(email)
         with self._sessions.begin() as db:
+            if audit is not None:
+                audit(db)
             # NOTE: always the ceiling row first, then the address's: one lock order for
             # every transaction (clear_account too), so PostgreSQL cannot deadlock.
             self._count(db, ceiling_key(email), account, self._per_account, now)
