@@ -129,8 +129,11 @@ _INVALID = object()
 
 
 def _convert(param: Parameter, value: Any) -> Any:
+    if param.schema_type == "array":
+        # NOTE: form style, exploded: `?type=a&type=b` (Falcon gives a list, or one string).
+        return value if isinstance(value, list) else [value]
     if isinstance(value, list):
-        return _INVALID  # NOTE: no parameter of ours is an array; a repeat is an error.
+        return _INVALID  # NOTE: only array parameters may repeat.
     if param.schema_type == "integer":
         return int(value) if _INTEGER.match(value) else _INVALID
     if param.schema_type == "boolean":
