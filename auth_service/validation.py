@@ -119,6 +119,9 @@ def _coerce_params(
             errors.append(FieldError(param.name, "type", message))
             continue
         found = field_errors(param.name, param.validator, converted)
+        if param.schema_type == "array":
+            # NOTE: an item's error names the parameter as clients wrote it (`type`, not `0`).
+            found = [FieldError(param.name, error.code, error.message) for error in found]
         errors.extend(found)
         if not found:
             values[param.name] = converted
