@@ -20,7 +20,8 @@ from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
 from auth_service.security.tokens import KeyRing
 from auth_service.services import audit
-from auth_service.services.audit import ClientInfo, EventType
+from auth_service.services.audit import ClientInfo as ClientInfo  # NOTE: re-exported
+from auth_service.services.audit import EventType
 from auth_service.services.emails import lookup_email
 from auth_service.services.mfa import MfaService
 from auth_service.services.revocation import RevocationList, revoke_session, revoke_user_sessions
