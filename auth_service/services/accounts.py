@@ -176,7 +176,18 @@ class AccountService:
         `reauth.failed` (never `password.changed`: nothing changed).
         """
         address = client.ip_address
-        self._throttler.check(actor.email, address)
+        self._throttler.check(
+            actor.email,
+            address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                actor_id=actor.id,
+                user_id=actor.id,
+                session_id=session_id,
+                origin=client,
+                details={"during": "password.change"},
+            ),
+        )
         if not self._hasher.verify(current, actor.hashed_password):
             self._throttler.record_failure(
                 actor.email,

@@ -203,18 +203,16 @@ class MfaService:
     def redeem(self, mfa_token: str, code: str, client: ClientInfo) -> User:
         """The user whose login this completes; the token is used up on success."""
         user, challenge_id = self._count_attempt(mfa_token)
-        try:
-            self._throttler.check(user.email, client.ip_address)
-        except errors.LoginThrottled:
-            with self._sessions.begin() as db:
-                audit.record(
-                    db,
-                    EventType.LOGIN_THROTTLED,
-                    user_id=user.id,
-                    origin=client,
-                    details={"during": "login.mfa"},
-                )
-            raise
+        self._throttler.check(
+            user.email,
+            client.ip_address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                user_id=user.id,
+                origin=client,
+                details={"during": "login.mfa"},
+            ),
+        )
         with self._sessions.begin() as db:
             accepted = self._accept_code(db, user.id, code)
             if accepted and not _claim_challenge(db, challenge_id):
@@ -299,7 +297,17 @@ class MfaService:
         self, actor: User, password: str, client: ClientInfo, *, during: str
     ) -> None:
         """The current password, throttled like a login (a stolen token buys no guesses)."""
-        self._throttler.check(actor.email, client.ip_address)
+        self._throttler.check(
+            actor.email,
+            client.ip_address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                actor_id=actor.id,
+                user_id=actor.id,
+                origin=client,
+                details={"during": during},
+            ),
+        )
         if not self._hasher.verify(password, actor.hashed_password):
             self._throttler.record_failure(
                 actor.email,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -146,11 +146,7 @@ class SessionService:
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         email = lookup_email(email)
-        try:
-            self._throttler.check(email, client.ip_address)
-        except errors.LoginThrottled:
-            self._record_throttled(email, client)
-            raise
+        self._throttler.check(email, client.ip_address, audit=_throttled(email, client))
         with self._sessions() as db:
             user = db.scalars(select(User).where(User.email == email)).one_or_none()
         if user is None:
@@ -422,15 +418,6 @@ class SessionService:
         )
         return errors.InvalidCredentials("Invalid email or password.")
 
-    def _record_throttled(self, email: str, client: ClientInfo) -> None:
-        """A refused attempt while locked: the user (if any) learns of the attack.
-
-        PERF: one insert per refused attempt; the gateway's rate limit bounds how many.
-        """
-        with self._sessions.begin() as db:
-            user_id = db.scalar(select(User.id).where(User.email == email))
-            audit.record(db, EventType.LOGIN_THROTTLED, user_id=user_id, origin=client)
-
     def _within_grace(self, used_at: datetime | None) -> bool:
         """Whether a lost race is benign: the winner rotated the token moments ago."""
         grace = self._policy.reuse_grace
@@ -468,6 +455,16 @@ class SessionService:
             audience=self._policy.audience,
         )
         return TokenPair(access, refresh[1], self._policy.access_ttl_seconds)
+
+
+def _throttled(email: str, client: ClientInfo) -> Callable[[DbSession], None]:
+    """The `login.throttled` of a refused login: its user (if any) learns of the attack."""
+
+    def write(db: DbSession) -> None:
+        user_id = db.scalar(select(User.id).where(User.email == email))
+        audit.record(db, EventType.LOGIN_THROTTLED, user_id=user_id, origin=client)
+
+    return write
 
 
 def _replace_hash(db: DbSession, user: User, upgraded: str) -> None:

@@ -147,6 +147,23 @@ def test_inactive_and_throttled_logins(make_client: Any, database_url: str) -> N
     assert tail[3].details == {"reason": "inactive"}
 
 
+def test_a_throttled_password_check_is_recorded(make_client: Any, database_url: str) -> None:
+    api = Api(make_client(login_max_failures=2))
+    ada = api.user("ada@example.com")
+    for current in (WRONG_PASSWORD, WRONG_PASSWORD, PASSWORD):
+        answer = api.client.simulate_put(
+            "/api/v1/users/me/password",
+            json={"current_password": current, "new_password": NEW_PASSWORD},
+            headers=bearer(ada["access_token"]),
+        )
+    assert_problem(answer, 429, "login-throttled")
+    tail = stored_events(database_url)[-3:]
+    assert [e.event_type for e in tail] == ["reauth.failed", "reauth.failed", "login.throttled"]
+    assert tail[2].details == {"during": "password.change"}
+    assert tail[2].user_id == tail[2].actor_id == uuid.UUID(ada["id"])
+    assert "password.changed" not in types_of(database_url)
+
+
 def test_password_change_is_recorded_only_when_it_happened(api: Api, database_url: str) -> None:
     ada = api.user("ada@example.com")
     other = api.login("ada@example.com").json
