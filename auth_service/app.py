@@ -20,6 +20,7 @@ from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
+from auth_service.operations.audit import AuditOperations
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
@@ -31,6 +32,7 @@ from auth_service.security.passwords import PasswordHasher
 from auth_service.security.secrets_box import SecretBox
 from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
+from auth_service.services.audit import AuditTrail
 from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.mfa import MfaService
@@ -67,6 +69,7 @@ class Services:
     revocation_feed: RevocationFeed
     mfa: MfaService
     email_verification: EmailVerificationService
+    audit: AuditTrail
 
 
 def build_services(
@@ -188,6 +191,7 @@ def build_services(
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
         mfa=mfa,
         email_verification=email_verification,
+        audit=AuditTrail(db, settings.audit_retention_days),
     )
 
 
@@ -294,6 +298,7 @@ def create_service(
             ),
             UserOperations(services.accounts),
             SecurityOperations(services.sessions, services.mfa),
+            AuditOperations(services.audit),
             KeyOperations(services.key_ring),
             InternalOperations(services.revocation_feed),
             OpsOperations(

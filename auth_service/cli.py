@@ -1,5 +1,5 @@
-"""Operator commands: `migrate`, `create-admin`, `import-users` and `send-mail`
-(python -m auth_service.cli --help)."""
+"""Operator commands: `migrate`, `create-admin`, `import-users`, `send-mail` and
+`prune-audit` (python -m auth_service.cli --help)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from auth_service.db.migrations import upgrade
 from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.security.passwords import MAX_PASSWORD_BYTES
 from auth_service.services.accounts import AccountService
+from auth_service.services.audit import AuditTrail
 from auth_service.services.emails import canonical_email
 from auth_service.services.user_import import (
     FIELDS,
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep delivering (every MAIL_POLL_SECONDS) until SIGTERM or Ctrl-C",
     )
+    commands.add_parser(
+        "prune-audit",
+        help="delete audit events older than AUDIT_RETENTION_DAYS, printing progress",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return import_users_from(settings, args.file, dry_run=args.dry_run, file_format=args.format)
     if args.command == "send-mail":
         return send_mail(settings, forever=args.forever)
+    if args.command == "prune-audit":
+        return prune_audit(settings)
     return create_admin(settings)
 
 
@@ -221,6 +228,27 @@ def send_mail(settings: Settings, *, forever: bool) -> int:
         f"to retry {report.retry}, failed for good {report.failed}; still pending: {pending}."
     )
     return 0
+
+
+def prune_audit(settings: Settings) -> int:
+    """Delete the audit events past the retention period; say how many."""
+    days = settings.audit_retention_days
+    print(
+        f"Pruning audit events older than {days} day(s) from "
+        f"{_safe_url(settings.database_url)} ...",
+        flush=True,
+    )
+    engine = make_engine(settings.database_url)
+    try:
+        deleted = AuditTrail(make_sessionmaker(engine), days).prune(progress=_print_pruned)
+    finally:
+        engine.dispose()
+    print(f"Done: deleted {deleted} audit event(s) older than {days} day(s).")
+    return 0
+
+
+def _print_pruned(deleted: int) -> None:
+    print(f"  deleted {deleted} so far", flush=True)
 
 
 def _print_delivery(row_id: uuid.UUID, outcome: str) -> None:

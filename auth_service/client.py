@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import falcon
 
-from auth_service.services.sessions import ClientInfo
+from auth_service.services.audit import ClientInfo
 from authgate_common.client_address import client_address
 from authgate_common.env import Network
 

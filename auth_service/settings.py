@@ -76,6 +76,8 @@ class Settings:
     # A Fernet key (urlsafe base64 of 32 bytes); None: generated once under var/keys/.
     mfa_encryption_key: str | None = field(default=None, repr=False)
     mfa_issuer: str = "Authgate"
+    # Audit events older than this are deleted by `python -m auth_service.cli prune-audit`.
+    audit_retention_days: int = 365
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -186,6 +188,9 @@ class Settings:
             internal_api_token=read.optional("INTERNAL_API_TOKEN"),
             mfa_encryption_key=read.optional("MFA_ENCRYPTION_KEY"),
             mfa_issuer=read.text("MFA_ISSUER", d.mfa_issuer),
+            audit_retention_days=read.integer(
+                "AUDIT_RETENTION_DAYS", d.audit_retention_days, minimum=1, maximum=36500
+            ),
         )
         settings.check()
         return settings

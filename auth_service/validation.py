@@ -119,6 +119,9 @@ def _coerce_params(
             errors.append(FieldError(param.name, "type", message))
             continue
         found = field_errors(param.name, param.validator, converted)
+        if param.schema_type == "array":
+            # NOTE: an item's error names the parameter as clients wrote it (`type`, not `0`).
+            found = [FieldError(param.name, error.code, error.message) for error in found]
         errors.extend(found)
         if not found:
             values[param.name] = converted
@@ -129,8 +132,11 @@ _INVALID = object()
 
 
 def _convert(param: Parameter, value: Any) -> Any:
+    if param.schema_type == "array":
+        # NOTE: form style, exploded: `?type=a&type=b` (Falcon gives a list, or one string).
+        return value if isinstance(value, list) else [value]
     if isinstance(value, list):
-        return _INVALID  # NOTE: no parameter of ours is an array; a repeat is an error.
+        return _INVALID  # NOTE: only array parameters may repeat.
     if param.schema_type == "integer":
         return int(value) if _INTEGER.match(value) else _INVALID
     if param.schema_type == "boolean":

@@ -108,6 +108,7 @@ ADMIN_OPERATIONS = frozenset(
         "list_user_sessions",
         "end_user_sessions",
         "reset_user_mfa",
+        "list_audit_events",
     }
 )
 

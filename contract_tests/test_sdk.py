@@ -241,3 +241,54 @@ def test_generated_client_runs_sessions_and_mfa_flows(
         client=sdk.AuthenticatedClient(gateway_service.url, tokens.access_token)
     )
     assert refused.status_code == 401 and isinstance(refused.parsed, models.Problem)
+
+
+def test_generated_client_reads_the_audit_trail(sdk: ModuleType, gateway_service: Server) -> None:
+    """Own events, the admin's filtered trail, and a cursor walk, all typed."""
+    models = submodule("models")
+    login = submodule("api.auth.login")
+    register = submodule("api.auth.register")
+    my_events = submodule("api.auth.list_my_events")
+    audit_events = submodule("api.users.list_audit_events")
+    event_type = models.ListAuditEventsTypeItem
+    client = sdk.Client(base_url=gateway_service.url, raise_on_unexpected_status=True)
+    email = f"sdk-audit-{uuid.uuid4().hex[:12]}@example.com"
+    password = "generated client passphrase"
+    created = register.sync(
+        client=client, body=models.RegisterRequest(email=email, password=password)
+    )
+    wrong = login.sync_detailed(
+        client=sdk.Client(gateway_service.url),
+        body=models.LoginRequest(email=email, password="not the passphrase"),
+    )
+    assert wrong.status_code == 401
+    tokens = login.sync(client=client, body=models.LoginRequest(email=email, password=password))
+    user = sdk.AuthenticatedClient(base_url=gateway_service.url, token=tokens.access_token)
+
+    mine = my_events.sync(client=user)
+    assert isinstance(mine, models.AuditEventPage) and mine.next_cursor is None
+    assert [str(e.type_) for e in mine.items] == ["login.succeeded", "login.failed", "user.created"]
+    assert all(str(e.user_id) == str(created.id) for e in mine.items)
+    forbidden = audit_events.sync_detailed(client=user)
+    assert forbidden.status_code == 403 and isinstance(forbidden.parsed, models.Problem)
+
+    admin_tokens = login.sync(
+        client=client, body=models.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    )
+    admin = sdk.AuthenticatedClient(base_url=gateway_service.url, token=admin_tokens.access_token)
+    seen: list[str] = []
+    cursor: Any = None
+    while True:
+        page = audit_events.sync(
+            client=admin,
+            user_id=created.id,
+            type_=[event_type.LOGIN_FAILED, event_type.USER_CREATED],
+            limit=1,
+            **({"cursor": cursor} if cursor else {}),
+        )
+        assert isinstance(page, models.AuditEventPage)
+        seen += [str(e.type_) for e in page.items]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    assert seen == ["login.failed", "user.created"]

@@ -67,6 +67,8 @@ EXPECTED_OPERATIONS = {
     ("post", "/api/v1/auth/mfa/recovery-codes"): ("regenerate_recovery_codes", "bearer", "mfa"),
     ("post", "/api/v1/auth/login/mfa"): ("login_mfa", "public", "mfa"),
     ("delete", "/api/v1/users/{user_id}/mfa"): ("reset_user_mfa", "bearer", "users"),
+    ("get", "/api/v1/auth/events"): ("list_my_events", "bearer", "auth"),
+    ("get", "/api/v1/audit-events"): ("list_audit_events", "bearer", "users"),
     ("get", "/.well-known/jwks.json"): ("get_jwks", "public", "keys"),
     ("get", "/healthz"): ("healthz", "public", "ops"),
     ("get", "/readyz"): ("readyz", "public", "ops"),
@@ -105,6 +107,8 @@ EXPECTED_STATUSES = {
     "regenerate_recovery_codes": {"200", "400", "409", "429"},
     "login_mfa": {"200", "401", "422", "429"},
     "reset_user_mfa": {"204", "401", "403", "404"},
+    "list_my_events": {"200", "401", "422"},
+    "list_audit_events": {"200", "401", "403", "422"},
     "get_jwks": {"200"},
     "healthz": {"200"},
     "readyz": {"200", "503"},
@@ -704,12 +708,16 @@ def example_request(method: str, path: str, op: dict[str, Any], item: dict[str, 
     from openapi_core.testing import MockRequest
 
     url_path = path
-    args = {}
+    args: dict[str, Any] = {}
     for param in parameters_of(op, item):
         if param["in"] == "path":
             url_path = url_path.replace(f"{{{param['name']}}}", str(param["example"]))
         elif param["in"] == "query":
-            args[param["name"]] = str(param["example"])
+            example = param["example"]
+            # A repeatable (array) parameter: one value per repetition.
+            args[param["name"]] = (
+                [str(v) for v in example] if isinstance(example, list) else str(example)
+            )
     headers = {"Authorization": "Bearer example"} if op["security"] == BEARER else {}
     if op["security"] == INTERNAL:
         headers = {"X-Internal-Token": "example"}

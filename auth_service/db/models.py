@@ -1,4 +1,5 @@
-"""ORM models: users, sessions, tokens, resets, email verification, throttles, mail, MFA, OAuth."""
+"""ORM models: users, sessions, tokens, resets, email verification, throttles, mail, MFA,
+OAuth clients, the audit trail."""
 
 import uuid
 from datetime import datetime
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from auth_service.db.base import Base, UTCDateTime, utcnow
 
 __all__ = [
+    "AuditEvent",
     "Base",
     "EmailVerificationToken",
     "LoginThrottle",
@@ -274,3 +276,24 @@ class OAuthClient(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)  # the most this client may ask for
     created_at: Mapped[created_ts]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(Base):
+    """One security event (services/audit.py), written in the transaction of its action.
+
+    NOTE: no foreign keys: the trail must outlive the users and sessions it names (a
+    deleted user's history is exactly what an investigation needs), so the ids are plain
+    UUIDs. `details` is small and never holds a secret (password, token, code, hash).
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[uuid_pk]
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # who did it, when a user
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)  # whose account
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    client_address: Mapped[ip_address]
+    user_agent: Mapped[user_agent]
+    details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

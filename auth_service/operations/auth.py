@@ -43,13 +43,14 @@ class AuthOperations:
     def register(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/register."""
         body = req.context.body
+        email, password, full_name = body["email"], body["password"], body.get("full_name")
         if self._accounts.verification_required:
             # SECURITY: the answer must not say whether the address has an account.
-            self._accounts.register_quietly(body["email"], body["password"], body.get("full_name"))
+            self._accounts.register_quietly(email, password, full_name, client_info(req))
             resp.status = falcon.HTTP_202
             resp.media = REGISTER_ACCEPTED
             return
-        user = self._accounts.register(body["email"], body["password"], body.get("full_name"))
+        user = self._accounts.register(email, password, full_name, client_info(req))
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/users/{user.id}"
         resp.media = user_json(user)
@@ -69,7 +70,7 @@ class AuthOperations:
 
     def logout(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/logout."""
-        self._sessions.logout(req.context.body["refresh_token"])
+        self._sessions.logout(req.context.body["refresh_token"], client_info(req))
         resp.status = falcon.HTTP_204
 
     def get_me(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -85,12 +86,12 @@ class AuthOperations:
     def confirm_password_reset(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/password-reset/confirm."""
         body = req.context.body
-        self._password_resets.confirm(body["token"], body["new_password"])
+        self._password_resets.confirm(body["token"], body["new_password"], client_info(req))
         resp.status = falcon.HTTP_204
 
     def verify_email(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/verify-email."""
-        self._email_verification.verify(req.context.body["token"])
+        self._email_verification.verify(req.context.body["token"], client_info(req))
         resp.status = falcon.HTTP_204
 
     def resend_verification_email(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -45,12 +45,14 @@ class SecurityOperations:
 
     def end_all_sessions(self, req: falcon.Request, resp: falcon.Response) -> None:
         """DELETE /api/v1/auth/sessions."""
-        self._sessions.end_all_sessions(req.context.principal.id)
+        self._sessions.end_all_sessions(req.context.principal.id, client_info(req))
         resp.status = falcon.HTTP_204
 
     def end_session(self, req: falcon.Request, resp: falcon.Response, session_id: str) -> None:
         """DELETE /api/v1/auth/sessions/{session_id}."""
-        self._sessions.end_session(req.context.principal.id, uuid.UUID(session_id))
+        self._sessions.end_session(
+            req.context.principal.id, uuid.UUID(session_id), client_info(req)
+        )
         resp.status = falcon.HTTP_204
 
     def list_user_sessions(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
@@ -60,7 +62,9 @@ class SecurityOperations:
 
     def end_user_sessions(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """DELETE /api/v1/users/{user_id}/sessions."""
-        self._sessions.end_user_sessions(req.context.principal, uuid.UUID(user_id))
+        self._sessions.end_user_sessions(
+            req.context.principal, uuid.UUID(user_id), client_info(req)
+        )
         resp.status = falcon.HTTP_204
 
     # --- second factor -----------------------------------------------------------------
@@ -68,7 +72,7 @@ class SecurityOperations:
     def start_totp_enrolment(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/mfa/totp."""
         enrolment = self._mfa.start_enrolment(
-            req.context.principal, req.context.body["password"], req.context.client_ip
+            req.context.principal, req.context.body["password"], client_info(req)
         )
         resp.set_headers(TOKEN_RESPONSE_HEADERS)  # SECURITY: the secret must not be cached
         resp.media = {
@@ -79,22 +83,22 @@ class SecurityOperations:
 
     def confirm_totp_enrolment(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/mfa/totp/confirm."""
-        codes = self._mfa.confirm_enrolment(req.context.principal, req.context.body["code"])
+        codes = self._mfa.confirm_enrolment(
+            req.context.principal, req.context.body["code"], client_info(req)
+        )
         resp.set_headers(TOKEN_RESPONSE_HEADERS)
         resp.media = {"recovery_codes": codes}
 
     def disable_totp(self, req: falcon.Request, resp: falcon.Response) -> None:
         """DELETE /api/v1/auth/mfa/totp."""
         body = req.context.body
-        self._mfa.disable(
-            req.context.principal, body["password"], body["code"], req.context.client_ip
-        )
+        self._mfa.disable(req.context.principal, body["password"], body["code"], client_info(req))
         resp.status = falcon.HTTP_204
 
     def regenerate_recovery_codes(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/auth/mfa/recovery-codes."""
         codes = self._mfa.regenerate_recovery_codes(
-            req.context.principal, req.context.body["password"], req.context.client_ip
+            req.context.principal, req.context.body["password"], client_info(req)
         )
         resp.set_headers(TOKEN_RESPONSE_HEADERS)
         resp.media = {"recovery_codes": codes}
@@ -108,5 +112,5 @@ class SecurityOperations:
 
     def reset_user_mfa(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """DELETE /api/v1/users/{user_id}/mfa."""
-        self._mfa.admin_reset(req.context.principal, uuid.UUID(user_id))
+        self._mfa.admin_reset(req.context.principal, uuid.UUID(user_id), client_info(req))
         resp.status = falcon.HTTP_204

@@ -6,6 +6,7 @@ import uuid
 
 import falcon
 
+from auth_service.client import client_info
 from auth_service.operations.representations import user_json
 from auth_service.services.accounts import AccountService, NewUser
 
@@ -29,7 +30,9 @@ class UserOperations:
 
     def create_user(self, req: falcon.Request, resp: falcon.Response) -> None:
         """POST /api/v1/users."""
-        user = self._accounts.create_user(req.context.principal, NewUser(**req.context.body))
+        user = self._accounts.create_user(
+            req.context.principal, NewUser(**req.context.body), client_info(req)
+        )
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/users/{user.id}"
         resp.media = user_json(user)
@@ -42,13 +45,13 @@ class UserOperations:
     def update_user(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """PUT /api/v1/users/{user_id}."""
         user = self._accounts.update_user(
-            req.context.principal, uuid.UUID(user_id), req.context.body or {}
+            req.context.principal, uuid.UUID(user_id), req.context.body or {}, client_info(req)
         )
         resp.media = user_json(user)
 
     def delete_user(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """DELETE /api/v1/users/{user_id}."""
-        self._accounts.delete_user(req.context.principal, uuid.UUID(user_id))
+        self._accounts.delete_user(req.context.principal, uuid.UUID(user_id), client_info(req))
         resp.status = falcon.HTTP_204
 
     def change_password(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -59,11 +62,11 @@ class UserOperations:
             uuid.UUID(req.context.session_id),
             body["current_password"],
             body["new_password"],
-            req.context.client_ip,
+            client_info(req),
         )
         resp.status = falcon.HTTP_204
 
     def unlock_user(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """POST /api/v1/users/{user_id}/unlock."""
-        self._accounts.unlock(req.context.principal, uuid.UUID(user_id))
+        self._accounts.unlock(req.context.principal, uuid.UUID(user_id), client_info(req))
         resp.status = falcon.HTTP_204

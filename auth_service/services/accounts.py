@@ -19,6 +19,8 @@ from auth_service.security.passwords import (
     PasswordHasher,
     PasswordTooLongError,
 )
+from auth_service.services import audit
+from auth_service.services.audit import ClientInfo, EventType
 from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.emails import canonical_email, lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
@@ -66,13 +68,18 @@ class AccountService:
         self._allow_registration = allow_registration
         self.verification_required = require_verification
 
-    def register(self, email: str, password: str, full_name: str | None) -> User:
+    def register(
+        self, email: str, password: str, full_name: str | None, origin: ClientInfo | None = None
+    ) -> User:
         """Public self-registration (unless disabled): unverified, mailed a verification link."""
         if not self._allow_registration:
             raise errors.RegistrationDisabled("Self-registration is disabled.")
-        return self._create(NewUser(email=email, password=password, full_name=full_name))
+        new = NewUser(email=email, password=password, full_name=full_name)
+        return self._create(new, origin=origin, via="register")
 
-    def register_quietly(self, email: str, password: str, full_name: str | None) -> None:
+    def register_quietly(
+        self, email: str, password: str, full_name: str | None, origin: ClientInfo | None = None
+    ) -> None:
         """Registration whose outcome only the mailbox learns (REQUIRE_EMAIL_VERIFICATION).
 
         SECURITY: a new address gets its verification mail, a taken one a mail to its owner;
@@ -80,14 +87,15 @@ class AccountService:
         successful insert, so neither the answer nor its timing says an account exists.
         """
         try:
-            self.register(email, password, full_name)
+            self.register(email, password, full_name, origin)
         except errors.EmailTaken:
             self._verification.warn_owner(canonical_email(email))
 
-    def create_user(self, actor: User, new: NewUser) -> User:
+    def create_user(self, actor: User, new: NewUser, origin: ClientInfo | None = None) -> User:
         """Admin creation of a user with any flags; the admin vouches for the address."""
         _require_admin(actor)
-        return self._create(dataclasses.replace(new, email_verified=True))
+        verified = dataclasses.replace(new, email_verified=True)
+        return self._create(verified, actor_id=actor.id, origin=origin, via="admin")
 
     def email_taken(self, email: str) -> bool:
         """Whether a user with this email (compared normalized) exists."""
@@ -99,7 +107,8 @@ class AccountService:
         """Create a superuser unless the email is taken; whether one was created."""
         try:
             self._create(
-                NewUser(email=email, password=password, is_superuser=True, email_verified=True)
+                NewUser(email=email, password=password, is_superuser=True, email_verified=True),
+                via="cli",
             )
         except errors.EmailTaken:
             return False
@@ -126,7 +135,13 @@ class AccountService:
             raise errors.UserNotFound("No user with this id.")
         return user
 
-    def update_user(self, actor: User, user_id: uuid.UUID, changes: dict[str, Any]) -> User:
+    def update_user(
+        self,
+        actor: User,
+        user_id: uuid.UUID,
+        changes: dict[str, Any],
+        origin: ClientInfo | None = None,
+    ) -> User:
         """Apply a partial update; flags are admin-only; deactivation or demotion ends all
         sessions; a new email address is unverified until the link mailed to it is used."""
         _require_self_or_admin(actor, user_id)
@@ -140,10 +155,11 @@ class AccountService:
             with self._mail_sessions.begin() as db:
                 admins = _lock_superusers(db) if ADMIN_ONLY_FIELDS & changes.keys() else []
                 user = _load_for_update(db, user_id)
-                was_superuser = user.is_superuser
+                was_superuser, was_active = user.is_superuser, user.is_active
                 new_address = changes.get("email", user.email) != user.email
                 if _loses_superuser(user, changes):
                     _keep_one_superuser(admins)
+                changed = sorted(n for n, v in changes.items() if getattr(user, n) != v)
                 for name, value in changes.items():
                     setattr(user, name, value)
                 if new_address:
@@ -158,6 +174,7 @@ class AccountService:
                 # expire, so demotion ends the sessions exactly like deactivation.
                 if not user.is_active or (was_superuser and not user.is_superuser):
                     revoked = revoke_user_sessions(db, user.id)
+                _record_update(db, actor, user, changed, was_active, origin, len(revoked))
         except IntegrityError:
             raise errors.EmailTaken("An account with this email already exists.") from None
         self._revocations.publish(revoked)
@@ -165,7 +182,9 @@ class AccountService:
             self._verification.ring()
         return user
 
-    def delete_user(self, actor: User, user_id: uuid.UUID) -> None:
+    def delete_user(
+        self, actor: User, user_id: uuid.UUID, origin: ClientInfo | None = None
+    ) -> None:
         """Delete a user (admin only), never the last active superuser."""
         _require_admin(actor)
         with self._sessions.begin() as db:
@@ -175,19 +194,53 @@ class AccountService:
                 _keep_one_superuser(admins)
             revoked = revoke_user_sessions(db, user.id)
             db.delete(user)
+            # NOTE: the trail keeps the user's events (no foreign key): their history
+            # outlives the account.
+            audit.record(
+                db,
+                EventType.USER_DELETED,
+                actor_id=actor.id,
+                user_id=user.id,
+                origin=origin,
+                details={"sessions_revoked": len(revoked)},
+            )
         self._revocations.publish(revoked)
 
     def change_password(
-        self, actor: User, session_id: uuid.UUID, current: str, new: str, address: str | None
+        self, actor: User, session_id: uuid.UUID, current: str, new: str, client: ClientInfo
     ) -> None:
         """Change one's own password; every other session of the user ends.
 
         SECURITY: a wrong current password is a failed login for the throttle: a stolen
-        access token must not buy unlimited guesses at the password.
+        access token must not buy unlimited guesses at the password. It is recorded as
+        `reauth.failed` (never `password.changed`: nothing changed).
         """
-        self._throttler.check(actor.email, address)
+        address = client.ip_address
+        self._throttler.check(
+            actor.email,
+            address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                actor_id=actor.id,
+                user_id=actor.id,
+                session_id=session_id,
+                origin=client,
+                details={"during": "password.change"},
+            ),
+        )
         if not self._hasher.verify(current, actor.hashed_password):
-            self._throttler.record_failure(actor.email, address)
+            self._throttler.record_failure(
+                actor.email,
+                address,
+                audit=audit.recorder(
+                    EventType.REAUTH_FAILED,
+                    actor_id=actor.id,
+                    user_id=actor.id,
+                    session_id=session_id,
+                    origin=client,
+                    details={"during": "password.change"},
+                ),
+            )
             raise errors.WrongPassword("The current password is wrong.", field="current_password")
         hashed = hash_password(self._hasher, new, field="new_password")
         with self._sessions.begin() as db:
@@ -201,9 +254,18 @@ class AccountService:
             user.hashed_password = hashed
             revoked = revoke_user_sessions(db, user.id, keep=session_id)
             self._throttler.forget_address(db, actor.email, address)
+            audit.record(
+                db,
+                EventType.PASSWORD_CHANGED,
+                actor_id=user.id,
+                user_id=user.id,
+                session_id=session_id,
+                origin=client,
+                details={"sessions_revoked": len(revoked)},
+            )
         self._revocations.publish(revoked)
 
-    def unlock(self, actor: User, user_id: uuid.UUID) -> None:
+    def unlock(self, actor: User, user_id: uuid.UUID, origin: ClientInfo | None = None) -> None:
         """Clear every login throttle of a user, from all addresses (admin only)."""
         _require_admin(actor)
         with self._sessions.begin() as db:
@@ -211,8 +273,18 @@ class AccountService:
             if user is None:
                 raise errors.UserNotFound("No user with this id.")
             clear_account(db, user.email)
+            audit.record(
+                db, EventType.USER_UNLOCKED, actor_id=actor.id, user_id=user.id, origin=origin
+            )
 
-    def _create(self, new: NewUser) -> User:
+    def _create(
+        self,
+        new: NewUser,
+        *,
+        via: str,
+        actor_id: uuid.UUID | None = None,
+        origin: ClientInfo | None = None,
+    ) -> User:
         user = User(
             id=uuid.uuid4(),
             email=canonical_email(new.email),
@@ -229,6 +301,16 @@ class AccountService:
                 if not user.email_verified:
                     # The link is mailed if and only if the account is created.
                     self._verification.issue(db, user)
+                # NOTE: `via` says which door: register, admin, cli (or import).
+                audit.record(
+                    db,
+                    EventType.USER_CREATED,
+                    # A sign-up is the user's own act; the CLI's operator is no user.
+                    actor_id=user.id if via == "register" else actor_id,
+                    user_id=user.id,
+                    origin=origin,
+                    details={"via": via, "is_superuser": new.is_superuser},
+                )
         except IntegrityError:
             # NOTE: the unique index on the normalised email decides concurrent sign-ups.
             raise errors.EmailTaken("An account with this email already exists.") from None
@@ -245,6 +327,37 @@ def hash_password(hasher: PasswordHasher, password: str, *, field: str) -> str:
         raise errors.PasswordTooLong(
             f"Passwords can be at most {MAX_PASSWORD_BYTES} bytes of UTF-8.", field=field
         ) from None
+
+
+def _record_update(
+    db: DbSession,
+    actor: User,
+    user: User,
+    changed: list[str],
+    was_active: bool,
+    origin: ClientInfo | None,
+    sessions_revoked: int,
+) -> None:
+    """`user.updated` naming the changed fields (never their values), and
+    `user.deactivated` when the account was switched off."""
+    if changed:
+        audit.record(
+            db,
+            EventType.USER_UPDATED,
+            actor_id=actor.id,
+            user_id=user.id,
+            origin=origin,
+            details={"fields": changed},
+        )
+    if was_active and not user.is_active:
+        audit.record(
+            db,
+            EventType.USER_DEACTIVATED,
+            actor_id=actor.id,
+            user_id=user.id,
+            origin=origin,
+            details={"sessions_revoked": sessions_revoked},
+        )
 
 
 def _require_admin(actor: User) -> None:

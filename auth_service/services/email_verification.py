@@ -21,7 +21,8 @@ from auth_service import errors
 from auth_service.db.models import EmailVerificationToken, User, utcnow
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
-from auth_service.services import outbox
+from auth_service.services import audit, outbox
+from auth_service.services.audit import ClientInfo, EventType
 
 VERIFICATION_TOKEN_TTL = timedelta(hours=24)
 VERIFY_SUBJECT = "Verify your email address"
@@ -118,7 +119,7 @@ class EmailVerificationService:
         self.ring()
         return True
 
-    def verify(self, token: str) -> None:
+    def verify(self, token: str, origin: ClientInfo | None = None) -> None:
         """Spend the token and mark its address verified; InvalidVerificationToken otherwise."""
         now = utcnow()
         with self._sessions.begin() as db:
@@ -149,6 +150,13 @@ class EmailVerificationService:
             )
             if spent == 0 or verified == 0:
                 raise errors.InvalidVerificationToken(_INVALID)
+            audit.record(
+                db,
+                EventType.EMAIL_VERIFIED,
+                actor_id=row.user_id,
+                user_id=row.user_id,
+                origin=origin,
+            )
 
     def ring(self) -> None:
         """Wake this process's mail sender: a mail was just committed to the outbox."""

@@ -27,6 +27,8 @@ from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
 from auth_service.security.secrets_box import SecretBox
+from auth_service.services import audit
+from auth_service.services.audit import ClientInfo, EventType
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import LoginThrottler
 
@@ -70,9 +72,9 @@ class MfaService:
 
     # --- self-service ------------------------------------------------------------------
 
-    def start_enrolment(self, actor: User, password: str, address: str | None) -> TotpEnrolment:
+    def start_enrolment(self, actor: User, password: str, client: ClientInfo) -> TotpEnrolment:
         """A fresh secret, pending until confirmed; replaces an earlier pending one."""
-        self._check_password(actor, password, address)
+        self._check_password(actor, password, client, during="mfa.enrol")
         secret = pyotp.random_base32()  # 160 bits, as RFC 4226 §4 recommends
         with self._sessions.begin() as db:
             user = _lock_user(db, actor.id)
@@ -83,7 +85,7 @@ class MfaService:
         uri = pyotp.TOTP(secret).provisioning_uri(name=actor.email, issuer_name=self._issuer)
         return TotpEnrolment(secret=secret, otpauth_uri=uri, qr_svg=_qr_svg(uri))
 
-    def confirm_enrolment(self, actor: User, code: str) -> list[str]:
+    def confirm_enrolment(self, actor: User, code: str, client: ClientInfo) -> list[str]:
         """Turn MFA on with a first valid code; the recovery codes, shown this once."""
         with self._sessions.begin() as db:
             user = _lock_user(db, actor.id)
@@ -92,15 +94,29 @@ class MfaService:
             credential = db.get(TotpCredential, user.id)
             if credential is None:
                 raise errors.MfaEnrolmentNotStarted("Start an enrolment first.")
-            if not self._accept_totp(db, credential, code):
-                raise errors.WrongMfaCode("The code is wrong or was already used.", field="code")
-            credential.confirmed_at = utcnow()
-            user.mfa_enabled = True
-            return _replace_recovery_codes(db, user.id)
+            accepted = self._accept_totp(db, credential, code)
+            if accepted:
+                credential.confirmed_at = utcnow()
+                user.mfa_enabled = True
+                audit.record(
+                    db, EventType.MFA_ENROLLED, actor_id=user.id, user_id=user.id, origin=client
+                )
+                return _replace_recovery_codes(db, user.id)
+        # NOTE: the wrong code changed nothing, so its event has a transaction of its own.
+        with self._sessions.begin() as db:
+            audit.record(
+                db,
+                EventType.MFA_FAILED,
+                actor_id=actor.id,
+                user_id=actor.id,
+                origin=client,
+                details={"during": "mfa.confirm"},
+            )
+        raise errors.WrongMfaCode("The code is wrong or was already used.", field="code")
 
-    def disable(self, actor: User, password: str, code: str, address: str | None) -> None:
+    def disable(self, actor: User, password: str, code: str, client: ClientInfo) -> None:
         """Turn MFA off: needs the password and a current code (or a recovery code)."""
-        self._check_password(actor, password, address)
+        self._check_password(actor, password, client, during="mfa.disable")
         with self._sessions.begin() as db:
             user = _lock_user(db, actor.id)
             if not user.mfa_enabled:
@@ -108,26 +124,48 @@ class MfaService:
             accepted = self._accept_code(db, user.id, code)
             if accepted:
                 _remove_factor(db, user)
+                audit.record(
+                    db, EventType.MFA_REMOVED, actor_id=user.id, user_id=user.id, origin=client
+                )
         if not accepted:
             # SECURITY: counted like a wrong code at login, or the password alone would
             # buy unlimited guesses at the code that protects the factor.
-            self._throttler.record_failure(actor.email, address)
+            self._throttler.record_failure(
+                actor.email,
+                client.ip_address,
+                audit=audit.recorder(
+                    EventType.MFA_FAILED,
+                    actor_id=actor.id,
+                    user_id=actor.id,
+                    origin=client,
+                    details={"during": "mfa.disable"},
+                ),
+            )
             raise errors.WrongMfaCode("The code is wrong or was already used.", field="code")
 
     def regenerate_recovery_codes(
-        self, actor: User, password: str, address: str | None
+        self, actor: User, password: str, client: ClientInfo
     ) -> list[str]:
         """A fresh set of recovery codes; every earlier code stops working."""
-        self._check_password(actor, password, address)
+        self._check_password(actor, password, client, during="mfa.recovery_codes")
         with self._sessions.begin() as db:
             user = _lock_user(db, actor.id)
             if not user.mfa_enabled:
                 raise errors.MfaNotEnabled("Enable a second factor first.")
+            audit.record(
+                db,
+                EventType.MFA_RECOVERY_CODES_REGENERATED,
+                actor_id=user.id,
+                user_id=user.id,
+                origin=client,
+            )
             return _replace_recovery_codes(db, user.id)
 
     # --- admin -------------------------------------------------------------------------
 
-    def admin_reset(self, actor: User, user_id: uuid.UUID) -> None:
+    def admin_reset(
+        self, actor: User, user_id: uuid.UUID, client: ClientInfo | None = None
+    ) -> None:
         """A lost device: remove the user's second factor and end all of their sessions."""
         if not actor.is_superuser:
             raise errors.Forbidden("Only an admin may do this.")
@@ -137,6 +175,14 @@ class MfaService:
                 raise errors.UserNotFound("No user with this id.")
             _remove_factor(db, user)
             revoked = revoke_user_sessions(db, user.id)
+            audit.record(
+                db,
+                EventType.MFA_REMOVED,
+                actor_id=actor.id,
+                user_id=user.id,
+                origin=client,
+                details={"reason": "admin_reset", "sessions_revoked": len(revoked)},
+            )
         self._revocations.publish(revoked)
 
     # --- the login's second step -------------------------------------------------------
@@ -154,17 +200,35 @@ class MfaService:
         )
         return token
 
-    def redeem(self, mfa_token: str, code: str, address: str | None) -> User:
+    def redeem(self, mfa_token: str, code: str, client: ClientInfo) -> User:
         """The user whose login this completes; the token is used up on success."""
         user, challenge_id = self._count_attempt(mfa_token)
-        self._throttler.check(user.email, address)
+        self._throttler.check(
+            user.email,
+            client.ip_address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                user_id=user.id,
+                origin=client,
+                details={"during": "login.mfa"},
+            ),
+        )
         with self._sessions.begin() as db:
             accepted = self._accept_code(db, user.id, code)
             if accepted and not _claim_challenge(db, challenge_id):
                 # A concurrent request with the same token won; undo this code's use.
                 raise errors.InvalidMfaToken("The MFA token is invalid or expired.")
         if not accepted:
-            self._throttler.record_failure(user.email, address)
+            self._throttler.record_failure(
+                user.email,
+                client.ip_address,
+                audit=audit.recorder(
+                    EventType.MFA_FAILED,
+                    user_id=user.id,
+                    origin=client,
+                    details={"during": "login.mfa"},
+                ),
+            )
             raise errors.InvalidMfaCode("The code is wrong or was already used.")
         return user
 
@@ -229,11 +293,33 @@ class MfaService:
             == 1
         )
 
-    def _check_password(self, actor: User, password: str, address: str | None) -> None:
+    def _check_password(
+        self, actor: User, password: str, client: ClientInfo, *, during: str
+    ) -> None:
         """The current password, throttled like a login (a stolen token buys no guesses)."""
-        self._throttler.check(actor.email, address)
+        self._throttler.check(
+            actor.email,
+            client.ip_address,
+            audit=audit.recorder(
+                EventType.LOGIN_THROTTLED,
+                actor_id=actor.id,
+                user_id=actor.id,
+                origin=client,
+                details={"during": during},
+            ),
+        )
         if not self._hasher.verify(password, actor.hashed_password):
-            self._throttler.record_failure(actor.email, address)
+            self._throttler.record_failure(
+                actor.email,
+                client.ip_address,
+                audit=audit.recorder(
+                    EventType.REAUTH_FAILED,
+                    actor_id=actor.id,
+                    user_id=actor.id,
+                    origin=client,
+                    details={"during": during},
+                ),
+            )
             raise errors.WrongPassword("The password is wrong.", field="password")
 
 

@@ -16,8 +16,9 @@ from auth_service.db.models import PasswordResetRequest, PasswordResetToken, Use
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher
-from auth_service.services import outbox
+from auth_service.services import audit, outbox
 from auth_service.services.accounts import hash_password
+from auth_service.services.audit import ClientInfo, EventType
 from auth_service.services.emails import lookup_email
 from auth_service.services.revocation import RevocationList, revoke_user_sessions
 from auth_service.services.throttle import clear_account
@@ -76,7 +77,7 @@ class PasswordResetService:
                 )
             )
 
-    def confirm(self, token: str, new_password: str) -> None:
+    def confirm(self, token: str, new_password: str, origin: ClientInfo | None = None) -> None:
         """Set the new password; the token is spent, every session and login throttle ends."""
         hashed = hash_password(self._hasher, new_password, field="new_password")
         now = utcnow()
@@ -103,6 +104,14 @@ class PasswordResetService:
             # SECURITY: whoever redeems the mailed token controls the mailbox: the owner.
             # Their login throttles (every address and the ceiling) end with the old password.
             clear_account(db, row.user.email)
+            audit.record(
+                db,
+                EventType.PASSWORD_RESET,
+                actor_id=row.user_id,
+                user_id=row.user_id,
+                origin=origin,
+                details={"sessions_revoked": len(revoked)},
+            )
         self._revocations.publish(revoked)
 
     def _process(self, request_id: uuid.UUID) -> bool:

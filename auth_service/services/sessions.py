@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +19,9 @@ from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.passwords import PasswordHasher, PasswordTooLongError
 from auth_service.security.tokens import KeyRing
+from auth_service.services import audit
+from auth_service.services.audit import ClientInfo as ClientInfo  # NOTE: re-exported
+from auth_service.services.audit import EventType
 from auth_service.services.emails import lookup_email
 from auth_service.services.mfa import MfaService
 from auth_service.services.revocation import RevocationList, revoke_session, revoke_user_sessions
@@ -84,14 +87,6 @@ class TokenPolicy:
 
 
 @dataclass(frozen=True)
-class ClientInfo:
-    """Who is asking, recorded on the session and its refresh tokens."""
-
-    user_agent: str | None
-    ip_address: str | None
-
-
-@dataclass(frozen=True)
 class SessionInfo:
     """One live session as its owner (or an admin) sees it."""
 
@@ -138,7 +133,7 @@ class SessionService:
     def login_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> TokenPair:
         """The login's second step: a TOTP or recovery code for the user of `mfa_token`."""
         with self._counted_login():
-            user = self._mfa.redeem(mfa_token, code, client.ip_address)
+            user = self._mfa.redeem(mfa_token, code, client)
             # NOTE: checked at the password step too; the address may have changed since.
             self._check_verified(user)
             with self._sessions.begin() as db:
@@ -157,16 +152,24 @@ class SessionService:
 
     def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         email = lookup_email(email)
-        self._throttler.check(email, client.ip_address)
+        self._throttler.check(email, client.ip_address, audit=_throttled(email, client))
         with self._sessions() as db:
             user = db.scalars(select(User).where(User.email == email)).one_or_none()
         if user is None:
             # SECURITY: same bcrypt work as a wrong password, so timing reveals nothing.
             self._hasher.dummy_verify(password)
-            raise self._failed_login(email, client)
+            raise self._failed_login(email, None, client)
         if not self._hasher.verify(password, user.hashed_password):
-            raise self._failed_login(email, client)
+            raise self._failed_login(email, user.id, client)
         if not user.is_active:
+            with self._sessions.begin() as db:
+                audit.record(
+                    db,
+                    EventType.LOGIN_FAILED,
+                    user_id=user.id,
+                    origin=client,
+                    details={"reason": "inactive"},
+                )
             raise errors.InactiveUser()
         # NOTE: after the password (a guesser learns nothing) and before a second factor
         # is asked for (a code cannot stand in for the mailbox).
@@ -209,6 +212,15 @@ class SessionService:
         db.add(session)
         db.flush()
         refresh_token = self._add_refresh_token(db, session, client)
+        audit.record(
+            db,
+            EventType.LOGIN_SUCCEEDED,
+            actor_id=user.id,
+            user_id=user.id,
+            session_id=session.id,
+            origin=client,
+            details={"amr": list(amr)},
+        )
         return self._pair(user, session, refresh_token)
 
     def refresh(self, presented: str, client: ClientInfo) -> TokenPair:
@@ -262,6 +274,14 @@ class SessionService:
             in_grace = self._within_grace(used_at)
             if not in_grace:
                 revoked = revoke_session(db, session.id)
+                audit.record(
+                    db,
+                    EventType.SESSION_REUSE_DETECTED,
+                    user_id=user.id,
+                    session_id=session.id,
+                    origin=client,
+                    details={"sessions_revoked": len(revoked)},
+                )
         if in_grace:
             raise errors.RefreshRace(
                 "This refresh token was rotated moments ago; retry with the newer token."
@@ -270,15 +290,19 @@ class SessionService:
         self._revocations.publish(revoked)
         raise RefreshTokenReused()
 
-    def logout(self, presented: str) -> None:
+    def logout(self, presented: str, origin: ClientInfo | None = None) -> None:
         """End the session the refresh token belongs to; unknown tokens are ignored."""
         with self._sessions.begin() as db:
-            session_id = db.scalar(
-                select(RefreshToken.session_id).where(
+            found = db.execute(
+                select(RefreshToken.session_id, RefreshToken.user_id).where(
                     RefreshToken.token_hash == token_hash(presented)
                 )
-            )
-            revoked = revoke_session(db, session_id) if session_id else []
+            ).one_or_none()
+            revoked = revoke_session(db, found[0]) if found else []
+            if found:
+                audit.record_revocations(
+                    db, revoked, user_id=found[1], actor_id=found[1], origin=origin, reason="logout"
+                )
         self._revocations.publish(revoked)
 
     def list_sessions(self, user_id: uuid.UUID, current: str | None) -> list[SessionInfo]:
@@ -309,13 +333,18 @@ class SessionService:
             for session, expires_at in found
         ]
 
-    def end_session(self, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    def end_session(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, origin: ClientInfo | None = None
+    ) -> None:
         """End one live session of this user at once; any other id is SessionNotFound."""
         with self._sessions.begin() as db:
             owned = db.scalar(
                 select(Session.id).where(Session.id == session_id, Session.user_id == user_id)
             )
             revoked = revoke_session(db, session_id) if owned else []
+            audit.record_revocations(
+                db, revoked, user_id=user_id, actor_id=user_id, origin=origin, reason="user"
+            )
         if not revoked:
             raise errors.SessionNotFound("No live session with this id.")
         self._revocations.publish(revoked)
@@ -325,10 +354,12 @@ class SessionService:
         self._require_admin_of(actor, user_id)
         return self.list_sessions(user_id, current=None)
 
-    def end_user_sessions(self, actor: User, user_id: uuid.UUID) -> None:
+    def end_user_sessions(
+        self, actor: User, user_id: uuid.UUID, origin: ClientInfo | None = None
+    ) -> None:
         """End every session of a user (admin only)."""
         self._require_admin_of(actor, user_id)
-        self.end_all_sessions(user_id)
+        self.end_all_sessions(user_id, origin, actor_id=actor.id)
 
     def _require_admin_of(self, actor: User, user_id: uuid.UUID) -> None:
         if not actor.is_superuser:
@@ -337,10 +368,24 @@ class SessionService:
             if db.get(User, user_id) is None:
                 raise errors.UserNotFound("No user with this id.")
 
-    def end_all_sessions(self, user_id: uuid.UUID) -> None:
-        """End every session of the user, the caller's included."""
+    def end_all_sessions(
+        self,
+        user_id: uuid.UUID,
+        origin: ClientInfo | None = None,
+        *,
+        actor_id: uuid.UUID | None = None,
+    ) -> None:
+        """End every session of the user, the caller's included (`actor_id`: an admin)."""
         with self._sessions.begin() as db:
             revoked = revoke_user_sessions(db, user_id)
+            audit.record_revocations(
+                db,
+                revoked,
+                user_id=user_id,
+                actor_id=actor_id or user_id,
+                origin=origin,
+                reason="admin" if actor_id not in (None, user_id) else "user_all",
+            )
         self._revocations.publish(revoked)
 
     def principal(self, user_id: str, session_id: str) -> User | None:
@@ -373,8 +418,19 @@ class SessionService:
             # argon2id: replacing it would lock the user out.
             return None
 
-    def _failed_login(self, email: str, client: ClientInfo) -> errors.InvalidCredentials:
-        self._throttler.record_failure(email, client.ip_address)
+    def _failed_login(
+        self, email: str, user_id: uuid.UUID | None, client: ClientInfo
+    ) -> errors.InvalidCredentials:
+        # SECURITY: an unknown email is recorded too (a spray across accounts shows), but
+        # with no user and never the email: its bare hash could be reversed by guessing.
+        reason = "wrong_password" if user_id else "unknown_account"
+        self._throttler.record_failure(
+            email,
+            client.ip_address,
+            audit=audit.recorder(
+                EventType.LOGIN_FAILED, user_id=user_id, origin=client, details={"reason": reason}
+            ),
+        )
         return errors.InvalidCredentials("Invalid email or password.")
 
     def _within_grace(self, used_at: datetime | None) -> bool:
@@ -414,6 +470,16 @@ class SessionService:
             audience=self._policy.audience,
         )
         return TokenPair(access, refresh[1], self._policy.access_ttl_seconds)
+
+
+def _throttled(email: str, client: ClientInfo) -> Callable[[DbSession], None]:
+    """The `login.throttled` of a refused login: its user (if any) learns of the attack."""
+
+    def write(db: DbSession) -> None:
+        user_id = db.scalar(select(User.id).where(User.email == email))
+        audit.record(db, EventType.LOGIN_THROTTLED, user_id=user_id, origin=client)
+
+    return write
 
 
 def _replace_hash(db: DbSession, user: User, upgraded: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -100,8 +101,18 @@ class LoginThrottler:
         self._per_address = per_address
         self._per_account = per_account
 
-    def check(self, email: str, address: str | None) -> None:
-        """Raise LoginThrottled while this email is locked from this address or everywhere."""
+    def check(
+        self,
+        email: str,
+        address: str | None,
+        *,
+        audit: Callable[[DbSession], None] | None = None,
+    ) -> None:
+        """Raise LoginThrottled while this email is locked from this address or everywhere;
+        `audit` first writes its event (the refusal) in a transaction of its own.
+
+        PERF: that is one insert per refused attempt; the gateway's rate limit bounds them.
+        """
         with self._sessions() as db:
             locks = db.scalars(
                 select(LoginThrottle.locked_until).where(
@@ -111,13 +122,25 @@ class LoginThrottler:
         now = utcnow()
         until = max((lock for lock in locks if lock is not None and lock > now), default=None)
         if until is not None:
+            if audit is not None:
+                with self._sessions.begin() as db:
+                    audit(db)
             raise LoginThrottled(retry_after=math.ceil((until - now).total_seconds()))
 
-    def record_failure(self, email: str, address: str | None) -> None:
-        """Count one failure on both counters, in one transaction."""
+    def record_failure(
+        self,
+        email: str,
+        address: str | None,
+        *,
+        audit: Callable[[DbSession], None] | None = None,
+    ) -> None:
+        """Count one failure on both counters, in one transaction; `audit` writes its
+        event in that transaction (the failing request's own one rolls back)."""
         now = utcnow()
         account = account_key(email)
         with self._sessions.begin() as db:
+            if audit is not None:
+                audit(db)
             # NOTE: always the ceiling row first, then the address's: one lock order for
             # every transaction (clear_account too), so PostgreSQL cannot deadlock.
             self._count(db, ceiling_key(email), account, self._per_account, now)

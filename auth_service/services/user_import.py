@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from auth_service import errors
-from auth_service.db.models import User, utcnow
+from auth_service.db.models import AuditEvent, User, utcnow
 from auth_service.security.passwords import is_supported_hash
+from auth_service.services.audit import EventType
 from auth_service.services.emails import canonical_email
 
 REQUIRED_FIELDS = ("email", "hashed_password")
@@ -284,23 +285,35 @@ def _insert(
     now = utcnow()
     for start in range(0, len(users), BATCH):
         chunk = users[start : start + BATCH]
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "email": user.email,
+                "hashed_password": user.hashed_password,
+                "full_name": user.full_name,
+                "is_active": user.is_active,
+                "is_superuser": user.is_superuser,
+                # NOTE: the operator who imports vouches for the addresses (as an admin
+                # creating a user does); nothing is mailed.
+                "email_verified": True,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for user in chunk
+        ]
+        db.execute(insert(User), rows)
+        # NOTE: one `user.created` per imported user, in the import's one transaction.
         db.execute(
-            insert(User),
+            insert(AuditEvent),
             [
                 {
                     "id": uuid.uuid4(),
-                    "email": user.email,
-                    "hashed_password": user.hashed_password,
-                    "full_name": user.full_name,
-                    "is_active": user.is_active,
-                    "is_superuser": user.is_superuser,
-                    # NOTE: the operator who imports vouches for the addresses (as an admin
-                    # creating a user does); nothing is mailed.
-                    "email_verified": True,
-                    "created_at": now,
-                    "updated_at": now,
+                    "occurred_at": now,
+                    "event_type": str(EventType.USER_CREATED),
+                    "user_id": row["id"],
+                    "details": {"via": "import", "is_superuser": row["is_superuser"]},
                 }
-                for user in chunk
+                for row in rows
             ],
         )
         if progress is not None:

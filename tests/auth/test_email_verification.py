@@ -21,7 +21,7 @@ from smtp_inbox import (
     verification_token_from,
 )
 
-from auth_service.db.models import EmailVerificationToken, MailOutbox
+from auth_service.db.models import AuditEvent, EmailVerificationToken, MailOutbox
 
 VERIFY = "/api/v1/auth/verify-email"
 RESEND = "/api/v1/auth/verify-email/resend"
@@ -111,6 +111,15 @@ def test_register_mails_a_link_that_verifies_the_address_once(
 
     assert_problem(verify(api, token), 400, "invalid-verification-token")
     assert len(mail.with_subject(VERIFY_SUBJECT)) == 1
+    # One `email.verified`, by the user, in the verifying transaction; the refused reuse
+    # after it recorded nothing.
+    user_id = user_row(database_url, "ada@example.com").id
+    events = rows(
+        database_url,
+        sqlalchemy.select(AuditEvent.__table__).where(AuditEvent.event_type == "email.verified"),
+    )
+    assert [(e.user_id, e.actor_id) for e in events] == [(user_id, user_id)]
+    assert token not in str([tuple(e) for e in events])
 
 
 def test_expired_or_unknown_token_is_refused(
@@ -128,6 +137,10 @@ def test_expired_or_unknown_token_is_refused(
     assert_problem(verify(api, token), 400, "invalid-verification-token")
     assert_problem(verify(api, "never-issued"), 400, "invalid-verification-token")
     assert user_row(database_url, "ada@example.com").email_verified is False
+    assert not rows(
+        database_url,
+        sqlalchemy.select(AuditEvent.__table__).where(AuditEvent.event_type == "email.verified"),
+    )
 
 
 def test_resend_mails_a_new_link_and_kills_the_old_one(
