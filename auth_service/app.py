@@ -23,6 +23,7 @@ from auth_service.middleware import RequestContext
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
+from auth_service.operations.oauth_clients import OAuthClientOperations
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
@@ -33,6 +34,7 @@ from auth_service.security.tokens import KeyRing
 from auth_service.services.accounts import AccountService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.mfa import MfaService
+from auth_service.services.oauth_clients import OAuthClientService
 from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationFeed, RevocationList
@@ -65,6 +67,7 @@ class Services:
     mail_sender: MailSender
     revocation_feed: RevocationFeed
     mfa: MfaService
+    oauth_clients: OAuthClientService
 
 
 def build_services(
@@ -165,6 +168,7 @@ def build_services(
         ),
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
         mfa=mfa,
+        oauth_clients=OAuthClientService(db, api_scopes=settings.oauth_api_scopes),
     )
 
 
@@ -269,6 +273,7 @@ def create_service(
                 services.password_resets,
             ),
             UserOperations(services.accounts),
+            OAuthClientOperations(services.oauth_clients),
             SecurityOperations(services.sessions, services.mfa),
             KeyOperations(services.key_ring),
             InternalOperations(services.revocation_feed),
