@@ -15,6 +15,7 @@ from authcheck import assert_problem, rows, sha256_hex
 
 from auth_service.db.models import OAuthClient
 from auth_service.services.oauth_clients import verify_client_secret
+from auth_service.settings import Settings, SettingsError
 
 CLIENTS = "/api/v1/oauth-clients"
 
@@ -366,3 +367,14 @@ def test_every_operation_is_admin_only(
     row = stored(database_url, created["client_id"])
     assert row.client_secret_hash == sha256_hex(created["client_secret"])
     assert len(rows(database_url, sqlalchemy.select(OAuthClient))) == 1
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_oauth_api_scopes_setting() -> None:
+    assert Settings.from_env({}).oauth_api_scopes == ()
+    spaced = Settings.from_env({"OAUTH_API_SCOPES": " invoices:read, invoices:write  orders "})
+    assert spaced.oauth_api_scopes == ("invoices:read", "invoices:write", "orders")
+    with pytest.raises(SettingsError, match="OAUTH_API_SCOPES"):
+        Settings.from_env({"OAUTH_API_SCOPES": 'quote"d'})

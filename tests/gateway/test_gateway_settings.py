@@ -63,6 +63,7 @@ def test_defaults():
     assert [r.prefix for r in settings.routes] == [
         "/api/v1/auth",
         "/api/v1/users",
+        "/api/v1/oauth-clients",
         "/.well-known/jwks.json",
     ]
     assert settings.redis_url is None
