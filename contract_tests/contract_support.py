@@ -108,6 +108,12 @@ ADMIN_OPERATIONS = frozenset(
         "list_user_sessions",
         "end_user_sessions",
         "reset_user_mfa",
+        "list_oauth_clients",
+        "create_oauth_client",
+        "get_oauth_client",
+        "replace_oauth_client",
+        "delete_oauth_client",
+        "rotate_oauth_client_secret",
     }
 )
 
