@@ -256,8 +256,8 @@ def redirect_uri_problem(uri: str, client_type: str) -> str | None:
 
 
 def _web_redirect_problem(uri: str, scheme: str) -> str | None:
-    parts = urlsplit(uri)
     try:
+        parts = urlsplit(uri)
         host = parts.hostname
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError:

@@ -153,6 +153,8 @@ def test_api_scopes_come_from_the_setting(make_client: Any, database_url: str) -
             "redirect-uri",
         ),
         ({"redirect_uris": ["https:///no-host"]}, "redirect_uris.0", "redirect-uri"),
+        ({"redirect_uris": ["http://[::1/cb"]}, "redirect_uris.0", "redirect-uri"),
+        ({"redirect_uris": ["http://127.0.0.1:99999/cb"]}, "redirect_uris.0", "redirect-uri"),
         ({"redirect_uris": ["https://app.example.com/a b"]}, "redirect_uris.0", "redirect-uri"),
         # A confidential client is a web server: no custom schemes.
         ({"redirect_uris": ["com.example.app:/cb"]}, "redirect_uris.0", "redirect-uri"),
