@@ -69,11 +69,11 @@ def broken_client_rules(case: Any) -> set[str]:
     environment): JSON Schema states none of that. Checked by the service's own rules; a
     replacement does not say its client's type, so either type's breaches count.
     """
-    operation = case.operation.definition.raw.get("operationId")
     body = case.body
-    if operation not in ("create_oauth_client", "replace_oauth_client"):
-        return set()
     if not isinstance(body, dict):
+        return set()
+    operation = case.operation.definition.raw.get("operationId")
+    if operation not in ("create_oauth_client", "replace_oauth_client"):
         return set()
     allowed = (*OIDC_SCOPES, *parse_scopes(os.environ.get("OAUTH_API_SCOPES", "")))
     types = [body.get("client_type")] if operation == "create_oauth_client" else CLIENT_TYPES
