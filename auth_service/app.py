@@ -24,6 +24,7 @@ from auth_service.operations.audit import AuditOperations
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
+from auth_service.operations.oauth_clients import OAuthClientOperations
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
@@ -36,6 +37,7 @@ from auth_service.services.audit import AuditTrail
 from auth_service.services.email_verification import EmailVerificationService
 from auth_service.services.mailer import ConsoleMailer, Mailer, SmtpMailer
 from auth_service.services.mfa import MfaService
+from auth_service.services.oauth_clients import OAuthClientService
 from auth_service.services.outbox import DeliveryEvents, MailSender, RetryPolicy
 from auth_service.services.password_reset import PasswordResetService
 from auth_service.services.revocation import RevocationFeed, RevocationList
@@ -70,6 +72,7 @@ class Services:
     mfa: MfaService
     email_verification: EmailVerificationService
     audit: AuditTrail
+    oauth_clients: OAuthClientService
 
 
 def build_services(
@@ -192,6 +195,7 @@ def build_services(
         mfa=mfa,
         email_verification=email_verification,
         audit=AuditTrail(db, settings.audit_retention_days),
+        oauth_clients=OAuthClientService(db, api_scopes=settings.oauth_api_scopes),
     )
 
 
@@ -297,6 +301,7 @@ def create_service(
                 services.email_verification,
             ),
             UserOperations(services.accounts),
+            OAuthClientOperations(services.oauth_clients),
             SecurityOperations(services.sessions, services.mfa),
             AuditOperations(services.audit),
             KeyOperations(services.key_ring),

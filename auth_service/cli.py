@@ -1,5 +1,5 @@
-"""Operator commands: `migrate`, `create-admin`, `import-users`, `send-mail` and
-`prune-audit` (python -m auth_service.cli --help)."""
+"""Operator commands: `migrate`, `create-admin`, `import-users`, `send-mail`, `prune-audit`
+and `create-oauth-client` (python -m auth_service.cli --help)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -21,6 +22,13 @@ from auth_service.security.passwords import MAX_PASSWORD_BYTES
 from auth_service.services.accounts import AccountService
 from auth_service.services.audit import AuditTrail
 from auth_service.services.emails import canonical_email
+from auth_service.services.oauth_clients import (
+    CLIENT_TYPES,
+    GRANT_TYPES,
+    ClientMetadata,
+    OAuthClientService,
+    parse_scopes,
+)
 from auth_service.services.user_import import (
     FIELDS,
     FORMATS,
@@ -35,6 +43,7 @@ from auth_service.services.user_import import (
 from auth_service.settings import Settings, SettingsError
 
 MIN_PASSWORD_CHARS = 8
+MAX_CLIENT_NAME_CHARS = 255  # the spec's OAuthClientName
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "prune-audit",
         help="delete audit events older than AUDIT_RETENTION_DAYS, printing progress",
     )
+    _add_create_oauth_client(commands)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
@@ -92,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return send_mail(settings, forever=args.forever)
     if args.command == "prune-audit":
         return prune_audit(settings)
+    if args.command == "create-oauth-client":
+        return create_oauth_client(settings, args)
     return create_admin(settings)
 
 
@@ -249,6 +261,76 @@ def prune_audit(settings: Settings) -> int:
 
 def _print_pruned(deleted: int) -> None:
     print(f"  deleted {deleted} so far", flush=True)
+
+
+def _add_create_oauth_client(commands: Any) -> None:
+    client = commands.add_parser(
+        "create-oauth-client",
+        help="register an OAuth client; prints its client_id and (confidential) secret once",
+        description="Register an application that signs its users in with this service, "
+        "under the rules of POST /api/v1/oauth-clients (README, OAuth clients). A "
+        "confidential client's secret is printed only this once; only its hash is kept.",
+    )
+    client.add_argument("--name", required=True, help="what admins and users see")
+    client.add_argument("--type", required=True, choices=CLIENT_TYPES, dest="client_type")
+    client.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        dest="redirect_uris",
+        help="an exact redirect URI (repeat for more); needed with authorization_code",
+    )
+    client.add_argument(
+        "--grant",
+        action="append",
+        required=True,
+        choices=GRANT_TYPES,
+        dest="grant_types",
+        help="a grant type the client may use (repeat for more)",
+    )
+    client.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        dest="scopes",
+        help="a scope the client may ask for (repeat, or several space-separated)",
+    )
+
+
+def create_oauth_client(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a client as the operator; field errors are printed as the API names them."""
+    if not 1 <= len(args.name) <= MAX_CLIENT_NAME_CHARS:
+        print(f"error: --name must have 1 to {MAX_CLIENT_NAME_CHARS} characters", file=sys.stderr)
+        return 2
+    metadata = ClientMetadata(
+        name=args.name,
+        redirect_uris=list(dict.fromkeys(args.redirect_uris)),
+        grant_types=list(dict.fromkeys(args.grant_types)),
+        scopes=list(parse_scopes(" ".join(args.scopes))),
+    )
+    print(f"Database: {_safe_url(settings.database_url)}", flush=True)
+    engine = make_engine(settings.database_url)
+    try:
+        clients = OAuthClientService(
+            make_sessionmaker(engine), api_scopes=settings.oauth_api_scopes
+        )
+        issued = clients.register(args.client_type, metadata)
+    except errors.InvalidClientMetadata as ex:
+        for error in ex.field_errors():
+            print(f"error: {error['field']}: {error['message']}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    client = issued.client
+    print(f"Created OAuth client {client.name!r} ({client.client_type}).")
+    print(f"  client_id:     {client.client_id}")
+    if issued.client_secret is not None:
+        print(f"  client_secret: {issued.client_secret}")
+        print("  (shown only this once: store it now; only its hash is kept)")
+    print(f"  grant_types:   {' '.join(client.grant_types)}")
+    print(f"  redirect_uris: {' '.join(client.redirect_uris) or '-'}")
+    print(f"  scopes:        {' '.join(client.scopes) or '-'}")
+    return 0
 
 
 def _print_delivery(row_id: uuid.UUID, outcome: str) -> None:

@@ -152,3 +152,29 @@ class MfaNotEnabled(DomainError):
 
 class MfaEnrolmentNotStarted(DomainError):
     problem = ProblemType.MFA_ENROLMENT_NOT_STARTED
+
+
+class OAuthClientNotFound(DomainError):
+    problem = ProblemType.OAUTH_CLIENT_NOT_FOUND
+
+
+class OAuthClientIsPublic(DomainError):
+    problem = ProblemType.OAUTH_CLIENT_IS_PUBLIC
+
+
+class InvalidClientMetadata(DomainError):
+    """A client registration breaks a rule JSON Schema cannot state: 422 naming each field."""
+
+    problem = ProblemType.VALIDATION_ERROR
+
+    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
+        fields = ", ".join(sorted({field for field, _, _ in problems}))
+        super().__init__(f"Invalid fields: {fields}")
+        self.problems = problems
+
+    def field_errors(self) -> list[dict[str, str]]:
+        """One entry per broken rule: the field, a stable code, what the rule says."""
+        return [
+            {"field": field, "code": code, "message": message}
+            for field, code, message in self.problems
+        ]

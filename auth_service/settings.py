@@ -9,6 +9,7 @@ from pathlib import Path
 
 from auth_service.security.secrets_box import is_fernet_key
 from auth_service.security.tokens import ALGORITHMS, MIN_HS256_SECRET_BYTES
+from auth_service.services.oauth_clients import SCOPE_TOKEN, parse_scopes
 from authgate_common.env import EnvError, EnvReader, Network
 from authgate_common.secrets_file import MIN_INTERNAL_TOKEN_LENGTH
 
@@ -78,6 +79,9 @@ class Settings:
     mfa_issuer: str = "Authgate"
     # Audit events older than this are deleted by `python -m auth_service.cli prune-audit`.
     audit_retention_days: int = 365
+    # Scopes of our own APIs that OAuth clients may be granted, beside the OpenID Connect
+    # ones (openid profile email offline_access).
+    oauth_api_scopes: tuple[str, ...] = ()
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -191,6 +195,7 @@ class Settings:
             audit_retention_days=read.integer(
                 "AUDIT_RETENTION_DAYS", d.audit_retention_days, minimum=1, maximum=36500
             ),
+            oauth_api_scopes=_scopes(read, "OAUTH_API_SCOPES", d.oauth_api_scopes),
         )
         settings.check()
         return settings
@@ -221,3 +226,14 @@ class Settings:
             raise SettingsError(
                 "MFA_ENCRYPTION_KEY must be a Fernet key (urlsafe base64 of 32 bytes)"
             )
+
+
+def _scopes(read: EnvReader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Scope names, space- or comma-separated; each an RFC 6749 §3.3 scope-token."""
+    raw = read.optional(name)
+    if raw is None:
+        return default
+    scopes = parse_scopes(raw)
+    if not all(SCOPE_TOKEN.fullmatch(scope) for scope in scopes):
+        raise read.fail(name, 'scopes are printable ASCII without spaces, commas, " or \\')
+    return scopes

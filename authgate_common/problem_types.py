@@ -92,6 +92,9 @@ class ProblemType(enum.StrEnum):
     MFA_ALREADY_ENABLED = ("mfa-already-enabled", 409, "A second factor is already enabled")
     MFA_NOT_ENABLED = ("mfa-not-enabled", 409, "No second factor is enabled")
     MFA_ENROLMENT_NOT_STARTED = ("mfa-enrolment-not-started", 409, "No pending enrolment")
+    # OAuth clients (the admin API; the protocol endpoints answer in RFC 6749's format).
+    OAUTH_CLIENT_NOT_FOUND = ("oauth-client-not-found", 404, "OAuth client not found")
+    OAUTH_CLIENT_IS_PUBLIC = ("oauth-client-is-public", 409, "A public client has no secret")
     # The gateway's internal revocation feed.
     INVALID_INTERNAL_TOKEN = ("invalid-internal-token", 401, "Unauthorized")
     # The services' own health.

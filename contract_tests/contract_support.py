@@ -109,6 +109,12 @@ ADMIN_OPERATIONS = frozenset(
         "end_user_sessions",
         "reset_user_mfa",
         "list_audit_events",
+        "list_oauth_clients",
+        "create_oauth_client",
+        "get_oauth_client",
+        "replace_oauth_client",
+        "delete_oauth_client",
+        "rotate_oauth_client_secret",
     }
 )
 

@@ -35,7 +35,7 @@ SAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 
 
 def concrete(path: str) -> str:
-    """A request path for a template (every parameter is a user or session id)."""
+    """A request path for a template (every parameter is a user, session or client id)."""
     return re.sub(r"\{[^}]+\}", SAMPLE_ID, path)
 
 
@@ -89,10 +89,11 @@ def test_every_spec_operation_is_routable(
         f"{operation_id}: undocumented {response.status_code} (not routed?)"
     )
     if response.status_code == 404:
-        # A 404 is only right when it is the operation's own "no such user" (or session).
-        assert response.json()["type"].endswith(("/user-not-found", "/session-not-found")), (
-            response.text
-        )
+        # A 404 is only right when it is the operation's own "no such user" (or session,
+        # or OAuth client).
+        assert response.json()["type"].endswith(
+            ("/user-not-found", "/session-not-found", "/oauth-client-not-found")
+        ), response.text
 
 
 @pytest.mark.parametrize("service", ["auth_service", "gateway_service"])

@@ -292,3 +292,54 @@ def test_generated_client_reads_the_audit_trail(sdk: ModuleType, gateway_service
         if not cursor:
             break
     assert seen == ["login.failed", "user.created"]
+
+
+def test_generated_client_manages_an_oauth_client(sdk: ModuleType, gateway_service: Server) -> None:
+    """Admin: register a confidential client (secret once), read it, rotate, delete; 404 after."""
+    models = submodule("models")
+    ops = {
+        op: submodule(f"api.oauth_clients.{op}")
+        for op in (
+            "create_oauth_client",
+            "get_oauth_client",
+            "rotate_oauth_client_secret",
+            "delete_oauth_client",
+        )
+    }
+    login = submodule("api.auth.login")
+    anonymous = sdk.Client(base_url=gateway_service.url, raise_on_unexpected_status=True)
+    tokens = login.sync(
+        client=anonymous, body=models.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    )
+    admin = sdk.AuthenticatedClient(
+        base_url=gateway_service.url, token=tokens.access_token, raise_on_unexpected_status=True
+    )
+    created = ops["create_oauth_client"].sync(
+        client=admin,
+        body=models.OAuthClientCreate(
+            name=f"SDK app {uuid.uuid4().hex[:8]}",
+            client_type=models.OAuthClientType.CONFIDENTIAL,
+            redirect_uris=["https://app.example.com/callback"],
+            grant_types=[models.GrantTypesItem.AUTHORIZATION_CODE],
+            scopes=["openid"],
+        ),
+    )
+    assert isinstance(created, models.OAuthClientCreated)
+    assert isinstance(created.client_secret, str) and len(created.client_secret) == 43
+
+    read = ops["get_oauth_client"].sync(created.client_id, client=admin)
+    assert isinstance(read, models.OAuthClient)
+    assert read.redirect_uris == ["https://app.example.com/callback"]
+    assert "client_secret" not in read.to_dict()
+
+    rotated = ops["rotate_oauth_client_secret"].sync(created.client_id, client=admin)
+    assert isinstance(rotated, models.OAuthClientSecret)
+    assert rotated.client_secret != created.client_secret
+
+    deleted = ops["delete_oauth_client"].sync_detailed(created.client_id, client=admin)
+    assert deleted.status_code == 204
+    gone = ops["get_oauth_client"].sync_detailed(
+        created.client_id,
+        client=sdk.AuthenticatedClient(base_url=gateway_service.url, token=tokens.access_token),
+    )
+    assert gone.status_code == 404 and isinstance(gone.parsed, models.Problem)

@@ -100,6 +100,7 @@ def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
         RouteConfig("/api/v1/auth", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/users", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/audit-events", auth_service_url, auth="spec"),
+        RouteConfig("/api/v1/oauth-clients", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
     )
 

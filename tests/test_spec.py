@@ -32,7 +32,7 @@ PROBLEM_REF = "#/components/schemas/Problem"
 GATEWAY_STATUSES = {"429", "502", "503", "504"}
 BODY_STATUSES = {"400", "413", "415", "422"}
 # Actions on a resource named by the path alone: POSTs that take no body.
-BODYLESS_POSTS = {"unlock_user", "resend_verification_email"}
+BODYLESS_POSTS = {"unlock_user", "resend_verification_email", "rotate_oauth_client_secret"}
 # DELETEs that need proof in a body (password and code) before removing a factor.
 BODY_DELETES = {"disable_totp"}
 # The one schema allowed to be free-form: the OpenAPI document served by get_openapi.
@@ -69,6 +69,24 @@ EXPECTED_OPERATIONS = {
     ("delete", "/api/v1/users/{user_id}/mfa"): ("reset_user_mfa", "bearer", "users"),
     ("get", "/api/v1/auth/events"): ("list_my_events", "bearer", "auth"),
     ("get", "/api/v1/audit-events"): ("list_audit_events", "bearer", "users"),
+    ("get", "/api/v1/oauth-clients"): ("list_oauth_clients", "bearer", "oauth-clients"),
+    ("post", "/api/v1/oauth-clients"): ("create_oauth_client", "bearer", "oauth-clients"),
+    ("get", "/api/v1/oauth-clients/{client_id}"): ("get_oauth_client", "bearer", "oauth-clients"),
+    ("put", "/api/v1/oauth-clients/{client_id}"): (
+        "replace_oauth_client",
+        "bearer",
+        "oauth-clients",
+    ),
+    ("delete", "/api/v1/oauth-clients/{client_id}"): (
+        "delete_oauth_client",
+        "bearer",
+        "oauth-clients",
+    ),
+    ("post", "/api/v1/oauth-clients/{client_id}/secret"): (
+        "rotate_oauth_client_secret",
+        "bearer",
+        "oauth-clients",
+    ),
     ("get", "/.well-known/jwks.json"): ("get_jwks", "public", "keys"),
     ("get", "/healthz"): ("healthz", "public", "ops"),
     ("get", "/readyz"): ("readyz", "public", "ops"),
@@ -109,6 +127,12 @@ EXPECTED_STATUSES = {
     "reset_user_mfa": {"204", "401", "403", "404"},
     "list_my_events": {"200", "401", "422"},
     "list_audit_events": {"200", "401", "403", "422"},
+    "list_oauth_clients": {"200", "401", "403"},
+    "create_oauth_client": {"201", "401", "403", "422"},
+    "get_oauth_client": {"200", "401", "403", "404"},
+    "replace_oauth_client": {"200", "401", "403", "404", "422"},
+    "delete_oauth_client": {"204", "401", "403", "404"},
+    "rotate_oauth_client_secret": {"200", "401", "403", "404", "409"},
     "get_jwks": {"200"},
     "healthz": {"200"},
     "readyz": {"200", "503"},
@@ -319,7 +343,16 @@ def test_info_servers_tags_and_security_scheme() -> None:
     # Relative on purpose: an absolute server URL breaks validation behind the gateway.
     assert SPEC["servers"] == [{"url": "/", "description": SPEC["servers"][0].get("description")}]
     tags = {tag["name"]: tag for tag in SPEC["tags"]}
-    assert set(tags) == {"auth", "users", "sessions", "mfa", "keys", "ops", "internal"}
+    assert set(tags) == {
+        "auth",
+        "users",
+        "oauth-clients",
+        "sessions",
+        "mfa",
+        "keys",
+        "ops",
+        "internal",
+    }
     for name, tag in tags.items():
         assert tag.get("description"), f"tag {name} has no description"
     assert SPEC["components"]["securitySchemes"] == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auth_service.db.models import User
+from auth_service.db.models import OAuthClient, User
 from auth_service.services.sessions import TokenPair
 
 TOKEN_RESPONSE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -32,4 +32,18 @@ def token_pair_json(pair: TokenPair) -> dict[str, Any]:
         "refresh_token": pair.refresh_token,
         "token_type": "bearer",
         "expires_in": pair.expires_in,
+    }
+
+
+def oauth_client_json(client: OAuthClient) -> dict[str, Any]:
+    """The OAuthClient schema; never the secret or its hash."""
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "client_type": client.client_type,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": client.grant_types,
+        "scopes": client.scopes,
+        "created_at": client.created_at.isoformat(),
+        "updated_at": client.updated_at.isoformat(),
     }

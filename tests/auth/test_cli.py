@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from falcon import testing
 from jose import jwt
 
 from auth_service.app import create_app
-from auth_service.db.models import User
+from auth_service.db.models import OAuthClient, User
 from auth_service.settings import DEFAULT_SPEC_PATH, Settings
 from auth_service.spec import Contract
 
@@ -395,3 +396,77 @@ def test_import_users_reports_bad_json_lines(migrated_env: dict[str, str], tmp_p
     assert "Nothing written: 1 to create, 0 skipped (email exists), 4 invalid, of 5 rows." in (
         done.stdout
     )
+
+
+def test_create_oauth_client_prints_the_secret_once_and_stores_its_hash(
+    migrated_env: dict[str, str],
+) -> None:
+    env = {**migrated_env, "OAUTH_API_SCOPES": "invoices:read"}
+    done = run_cli(
+        "create-oauth-client",
+        "--name",
+        "Grafana",
+        "--type",
+        "confidential",
+        "--redirect-uri",
+        "https://grafana.example.com/login/generic_oauth",
+        "--grant",
+        "authorization_code",
+        "--grant",
+        "refresh_token",
+        "--scope",
+        "openid profile",
+        "--scope",
+        "invoices:read",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = {
+        name.strip(): value.strip()
+        for name, _, value in (line.partition(": ") for line in done.stdout.splitlines())
+        if name.startswith("  ") and value
+    }
+    assert "Created OAuth client 'Grafana' (confidential)." in done.stdout
+    assert "shown only this once" in done.stdout
+    (row,) = rows(
+        migrated_env["DATABASE_URL"],
+        sqlalchemy.select(OAuthClient).where(OAuthClient.client_id == printed["client_id"]),
+    )
+    assert row.client_secret_hash == hashlib.sha256(printed["client_secret"].encode()).hexdigest()
+    assert row.scopes == ["openid", "profile", "invoices:read"]
+    assert row.grant_types == ["authorization_code", "refresh_token"]
+    assert printed["scopes"] == "openid profile invoices:read"
+
+
+def test_create_oauth_client_refuses_a_bad_redirect_naming_it(
+    migrated_env: dict[str, str],
+) -> None:
+    done = run_cli(
+        "create-oauth-client",
+        "--name",
+        "CLI",
+        "--type",
+        "public",
+        "--redirect-uri",
+        "http://app.example.com/cb",
+        "--grant",
+        "authorization_code",
+        env=migrated_env,
+    )
+    assert done.returncode == 2
+    assert "error: redirect_uris.0: http is only for loopback hosts" in done.stderr
+    assert rows(migrated_env["DATABASE_URL"], sqlalchemy.select(OAuthClient)) == []
+    public = run_cli(
+        "create-oauth-client",
+        "--name",
+        "CLI",
+        "--type",
+        "public",
+        "--redirect-uri",
+        "http://127.0.0.1/cb",
+        "--grant",
+        "authorization_code",
+        env=migrated_env,
+    )
+    assert public.returncode == 0, public.stderr
+    assert "client_secret" not in public.stdout

@@ -64,6 +64,7 @@ def test_defaults():
         "/api/v1/auth",
         "/api/v1/users",
         "/api/v1/audit-events",
+        "/api/v1/oauth-clients",
         "/.well-known/jwks.json",
     ]
     assert settings.redis_url is None
