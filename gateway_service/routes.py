@@ -34,6 +34,8 @@ class Decision:
     fail_open: bool
     # The methods the spec declares for the path, when the request's is not one of them.
     allow: tuple[str, ...] | None = None
+    # The OAuth scopes the route asks of a token (RouteConfig.scopes).
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,9 @@ class RouteTable:
                 # NOTE: one bucket per operation, so a login does not eat the register budget.
                 policy = f"auth:{sensitive}"
                 rate, fail_open = self._policies["auth"]
-        return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
+        return Decision(
+            route.prefix, route.upstream, access, rate, policy, fail_open, scopes=route.scopes
+        )
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
         # SECURITY: the auth service's internal endpoints (the revocation feed) are for the
