@@ -168,6 +168,7 @@ class ProxySink:
         self._metrics = metrics
         self._tracing = tracing
         self._table = table
+        self._route_scopes = table.route_scopes
         self._upstreams = upstreams
         self._verifier = verifier
         self._store = store
@@ -207,9 +208,11 @@ class ProxySink:
         client_ip, forwarded = self._addresses.forwarded(req)
         req.context.client_ip = client_ip
         self._guard(req, resp, decision, client_ip, identity)
-        # PERF: a route without scopes (every first-party route) pays one truth test.
-        if decision.scopes and identity is not None:
-            _require_scopes(identity, decision.scopes)
+        # PERF: nothing more than a truth test unless some route asks for scopes.
+        if self._route_scopes and identity is not None:
+            required = self._route_scopes.get(decision.prefix)
+            if required is not None:
+                _require_scopes(identity, required)
         body = self._read_body(req, length)
         headers = self._request_headers(req, forwarded, identity)
         self._forward(req, resp, decision, headers, body)

@@ -53,7 +53,7 @@ class Identity:
     expires_at: float
     bucket: str  # "user:<id>" or "client:<id>": whose rate-limit budget a request uses
     # X-User-Id/-Roles, X-Session-Id for users; X-Client-Id, X-Scopes for OAuth tokens.
-    headers: tuple[tuple[str, str], ...]
+    headers: dict[str, str]  # NOTE: never changed after _identity builds it
 
 
 class JwksKeys:
@@ -269,5 +269,5 @@ def _identity(claims: dict[str, Any]) -> Identity:
         scopes=frozenset(who.scopes),
         expires_at=float(exp),
         bucket=bucket,
-        headers=tuple(headers),
+        headers=dict(headers),
     )
