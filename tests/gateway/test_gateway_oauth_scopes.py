@@ -8,6 +8,7 @@ sid, role) and client-credential (sub == client_id, scope, no sid, no role).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +88,24 @@ def test_client_credential_token_reaches_upstream_as_the_client(front: Gateway, 
     assert seen["x-client-id"] == "billing-bot"
     assert seen["x-scopes"] == "orders:read orders:write"
     assert not set(seen) & set(USER_HEADERS), seen
+
+
+def test_access_log_names_the_client(front: Gateway, minter: Minter):
+    token = client_token(minter, "logged-bot", "a")
+    request_id = f"oauth-log-{uuid.uuid4().hex[:8]}"
+    result = requests.get(
+        f"{front.url}{ORDERS}", headers={**bearer(token), "X-Request-ID": request_id}, timeout=10
+    )
+    assert result.status_code == 200, result.text
+    deadline = time.monotonic() + 5
+    while request_id not in front.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [
+        json.loads(text)
+        for text in front.output().splitlines()
+        if text.startswith("{") and request_id in text
+    ]
+    assert (line["user_id"], line["client_id"]) == (None, "logged-bot")
 
 
 def test_oauth_user_token_brings_user_and_client_headers(front: Gateway, minter: Minter):
