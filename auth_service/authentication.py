@@ -14,6 +14,7 @@ from auth_service.security.tokens import InvalidTokenError, KeyRing
 from auth_service.spec import Contract
 from authgate_common.access import Access
 from authgate_common.bearer import bearer_token
+from authgate_common.claims import caller
 from authgate_common.problem_types import ProblemType
 from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
@@ -62,15 +63,24 @@ class BearerAuthentication:
                 "The access token is invalid or expired.",
                 invalid_token=True,
             ) from None
+        who = caller(claims)
+        if who.user_id is None or who.session_id is None:
+            # SECURITY: a client-credential token names no user and no session, so it has
+            # no account here; refused as an invalid token, as before such tokens existed.
+            raise unauthorized(
+                ProblemType.INVALID_TOKEN,
+                "The access token is invalid or expired.",
+                invalid_token=True,
+            )
         # SECURITY: the session is checked on every request, so logout and revocation
         # take effect at once rather than when the token expires.
-        principal = self._load_principal(claims["sub"], claims["sid"])
+        principal = self._load_principal(who.user_id, who.session_id)
         if principal is None:
             raise unauthorized(
                 ProblemType.SESSION_REVOKED, "The session has ended.", invalid_token=True
             )
         req.context.principal = principal
-        req.context.session_id = claims["sid"]
+        req.context.session_id = who.session_id
 
 
 class InternalAuthentication:

@@ -102,6 +102,7 @@ class ProblemType(enum.StrEnum):
     DATABASE_UNAVAILABLE = ("database-unavailable", 503, "Service Unavailable")
     RESPONSE_CONTRACT_VIOLATION = ("response-contract-violation", 500, "Internal Server Error")
     # The gateway's own.
+    INSUFFICIENT_SCOPE = ("insufficient-scope", 403, "Insufficient scope")
     RATE_LIMITED = ("rate-limited", 429, "Too Many Requests")
     RATE_LIMIT_UNAVAILABLE = ("rate-limit-unavailable", 503, "Service Unavailable")
     SESSION_CHECK_UNAVAILABLE = ("session-check-unavailable", 503, "Service Unavailable")

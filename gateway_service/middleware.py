@@ -181,6 +181,7 @@ class RequestContext:
             "status": resp.status_code,
             "duration_ms": round(seconds * 1000, 3),
             "user_id": identity.user_id if identity else None,
+            "client_id": identity.client_id if identity else None,
             "client_ip": client_ip,
         }
         access_log.info("%s", AccessLine(fields), extra={"access": fields})

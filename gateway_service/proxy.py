@@ -61,7 +61,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-IDENTITY_HEADERS = frozenset({"x-user-id", "x-user-roles", "x-session-id"})
+# SECURITY: only the gateway sets these (from the verified token); a client's are dropped.
+IDENTITY_HEADERS = frozenset(
+    {"x-user-id", "x-user-roles", "x-session-id", "x-client-id", "x-scopes"}
+)
 # Headers the gateway sets itself (or its upstream client frames) rather than copying.
 _REQUEST_OWN = (
     HOP_BY_HOP
@@ -165,6 +168,7 @@ class ProxySink:
         self._metrics = metrics
         self._tracing = tracing
         self._table = table
+        self._route_scopes = table.route_scopes
         self._upstreams = upstreams
         self._verifier = verifier
         self._store = store
@@ -204,6 +208,11 @@ class ProxySink:
         client_ip, forwarded = self._addresses.forwarded(req)
         req.context.client_ip = client_ip
         self._guard(req, resp, decision, client_ip, identity)
+        # PERF: nothing more than a truth test unless some route asks for scopes.
+        if self._route_scopes and identity is not None:
+            required = self._route_scopes.get(decision.prefix)
+            if required is not None:
+                _require_scopes(identity, required)
         body = self._read_body(req, length)
         headers = self._request_headers(req, forwarded, identity)
         self._forward(req, resp, decision, headers, body)
@@ -244,9 +253,10 @@ class ProxySink:
         if decision.rate is not None:
             buckets.append(f"{self._key_prefix}{decision.policy}:ip:{client_ip}")
             if identity is not None:
-                buckets.append(f"{self._key_prefix}{decision.policy}:user:{identity.user_id}")
+                buckets.append(f"{self._key_prefix}{decision.policy}:{identity.bucket}")
         revoked_key = None
-        if identity is not None and self._store.shared:
+        # SECURITY: a client-credential token has no session (tokens.py TokenVerifier.verify).
+        if identity is not None and identity.session_id is not None and self._store.shared:
             revoked_key = REVOKED_SID_PREFIX + identity.session_id
         if not buckets and revoked_key is None:
             return
@@ -348,9 +358,7 @@ class ProxySink:
             if req.context.tracestate:
                 headers["tracestate"] = req.context.tracestate
         if identity is not None:
-            headers["X-User-Id"] = identity.user_id
-            headers["X-User-Roles"] = identity.role
-            headers["X-Session-Id"] = identity.session_id
+            headers.update(identity.headers)
         return headers
 
     def _forward(
@@ -654,6 +662,21 @@ def _invalid_token(description: str) -> falcon.HTTPUnauthorized:
         description=description,
         challenges=[f'Bearer error="invalid_token", error_description="{description}"'],
         code=ProblemType.INVALID_TOKEN,
+    )
+
+
+def _require_scopes(identity: Identity, required: tuple[str, ...]) -> None:
+    """Refuse a token without every scope the route asks for (RFC 6750 §3.1).
+
+    A first-party token has no scopes, so it never passes a route that asks for some.
+    """
+    if identity.scopes.issuperset(required):
+        return
+    wanted = " ".join(required)
+    raise falcon.HTTPForbidden(
+        description=f"The access token lacks a scope this route requires: {wanted}.",
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
+        code=ProblemType.INSUFFICIENT_SCOPE,
     )
 
 

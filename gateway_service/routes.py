@@ -88,6 +88,11 @@ class RouteTable:
     def __init__(self, settings: Settings, spec: Mapping[str, Any]) -> None:
         """Build the table once; refuse configured operations the spec does not have."""
         self._routes = sorted(settings.routes, key=lambda r: len(r.prefix), reverse=True)
+        # PERF: routes by exact prefix, so matching costs a lookup per path segment
+        # however many routes there are.
+        self._by_prefix: dict[str, RouteConfig] = {}
+        for route in self._routes:
+            self._by_prefix.setdefault(route.prefix, route)
         operations = spec_operations(spec)
         self._settings = settings
         known = {op.operation_id for op in operations}
@@ -105,6 +110,15 @@ class RouteTable:
         self._policies = {"auth": self._rate_policy("auth")}
         for route in self._routes:
             self._policies[route.rate_limit] = self._rate_policy(route.rate_limit)
+
+    @property
+    def route_scopes(self) -> dict[str, tuple[str, ...]]:
+        """The scopes each route prefix asks of a token, for the routes that ask any.
+
+        PERF: looked up by the Decision's prefix rather than carried in every Decision,
+        which would cost each request another field to build.
+        """
+        return {route.prefix: route.scopes for route in self._routes if route.scopes}
 
     @property
     def upstreams(self) -> list[str]:
@@ -140,11 +154,17 @@ class RouteTable:
         lowered = path.lower()
         if lowered.startswith(INTERNAL_PATH_PREFIX) or lowered == INTERNAL_PATH_PREFIX[:-1]:
             return None
-        for route in self._routes:
-            prefix = route.prefix
-            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
-                return route
-        return None
+        # The longest prefix ending at a segment boundary: the path itself, then each
+        # parent ("/a/b/c", "/a/b", "/a"), then "/".
+        by_prefix = self._by_prefix
+        route = by_prefix.get(path)
+        end = len(path)
+        while route is None:
+            end = path.rfind("/", 0, end)
+            if end <= 0:
+                return by_prefix.get("/")
+            route = by_prefix.get(path[:end])
+        return route
 
     def _token_policy(self, route: RouteConfig, method: str, path: str) -> str:
         if route.auth != "spec":

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from authgate_common.claims import SCOPE_TOKEN
 from authgate_common.env import EnvError, EnvReader, Network
 from authgate_common.secrets_file import INTERNAL_PATH_PREFIX, MIN_INTERNAL_TOKEN_LENGTH
 
@@ -58,6 +59,8 @@ class RouteConfig:
     upstream: str
     auth: str = "required"
     rate_limit: str = "default"
+    # OAuth scopes a token must all have (RFC 6749 §3.3 scope tokens); () asks for none.
+    scopes: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, item: Mapping[str, object], name: str) -> RouteConfig:
@@ -76,15 +79,34 @@ class RouteConfig:
         rate_limit = str(item.get("rate_limit", "default"))
         if rate_limit not in ("default", "auth", "none"):
             Rate.parse(rate_limit, f"{name} ({prefix!r} rate_limit)")
-        unknown = set(item) - {"prefix", "upstream", "auth", "rate_limit"}
+        unknown = set(item) - {"prefix", "upstream", "auth", "rate_limit", "scopes"}
         if unknown:
             raise SettingsError(f"{name}: route {prefix!r} has unknown keys {sorted(unknown)}")
+        scopes = _route_scopes(item.get("scopes", []), f"{name}: route {prefix!r}")
+        if scopes and auth in ("none", "optional"):
+            # SECURITY: a scope a request can skip by sending no token protects nothing.
+            raise SettingsError(
+                f"{name}: route {prefix!r}: scopes need auth 'required' or 'spec', not {auth!r}"
+            )
         return cls(
             prefix=prefix.rstrip("/") or "/",
             upstream=_check_url(upstream, name),
             auth=auth,
             rate_limit=rate_limit,
+            scopes=scopes,
         )
+
+
+def _route_scopes(value: object, where: str) -> tuple[str, ...]:
+    """A route's required scopes: a JSON list of distinct RFC 6749 §3.3 scope tokens."""
+    if not isinstance(value, list):
+        raise SettingsError(f"{where}: 'scopes' must be a JSON list of scope names")
+    for scope in value:
+        if not isinstance(scope, str) or not SCOPE_TOKEN.match(scope):
+            raise SettingsError(
+                f"{where}: {scope!r} is not a scope (visible ASCII but space, quote, backslash)"
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def _check_url(value: str, name: str) -> str:
@@ -102,6 +124,11 @@ def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
         RouteConfig("/api/v1/audit-events", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/oauth-clients", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
+        # The OAuth 2.0 / OpenID Connect provider (README "Scopes and client tokens").
+        RouteConfig("/oauth", auth_service_url, auth="spec"),
+        RouteConfig("/userinfo", auth_service_url, auth="spec"),
+        RouteConfig("/.well-known/openid-configuration", auth_service_url, auth="none"),
+        RouteConfig("/.well-known/oauth-authorization-server", auth_service_url, auth="none"),
     )
 
 

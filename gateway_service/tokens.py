@@ -39,12 +39,21 @@ class KeysUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """The verified caller, as upstreams see it in X-User-* headers."""
+    """The verified caller (a user, an app acting for a user, or an app on its own).
 
-    user_id: str
-    session_id: str
-    role: str
+    PERF: built once per token and cached with it, so what a request needs of it is
+    ready: the rate-limit `bucket` and the identity headers upstreams get.
+    """
+
+    user_id: str | None  # None: a client-credential token (no user, no session)
+    session_id: str | None
+    role: str | None
+    client_id: str | None  # None: a first-party token
+    scopes: frozenset[str]
     expires_at: float
+    bucket: str  # "user:<id>" or "client:<id>": whose rate-limit budget a request uses
+    # X-User-Id/-Roles, X-Session-Id for users; X-Client-Id, X-Scopes for OAuth tokens.
+    headers: dict[str, str]  # NOTE: never changed after _identity builds it
 
 
 class JwksKeys:
@@ -181,7 +190,9 @@ class TokenVerifier:
             identity = self._decode(token)
             self._remember(token, identity)
         # SECURITY: the feed's list (every mode); Redis, when set, is checked by the proxy.
-        if identity.session_id in self._revoked:
+        # A client-credential token has no session to revoke (session_id None): it is
+        # short-lived, and its client can be removed, which stops new ones being issued.
+        if identity.session_id is not None and identity.session_id in self._revoked:
             raise TokenError("The session has been revoked")
         return identity
 
@@ -236,6 +247,27 @@ def _identity(claims: dict[str, Any]) -> Identity:
         who = caller(claims)
     except InvalidClaims:
         raise TokenError("The access token is invalid") from None
+    headers: list[tuple[str, str]] = []
+    if who.user_id is not None and who.session_id is not None and who.role is not None:
+        headers += [
+            ("X-User-Id", who.user_id),
+            ("X-User-Roles", who.role),
+            ("X-Session-Id", who.session_id),
+        ]
+        bucket = f"user:{who.user_id}"
+    elif who.client_id is not None:
+        bucket = f"client:{who.client_id}"
+    else:  # caller() names a user, a client, or both; never neither
+        raise TokenError("The access token is invalid")
+    if who.client_id is not None:
+        headers += [("X-Client-Id", who.client_id), ("X-Scopes", " ".join(who.scopes))]
     return Identity(
-        user_id=who.user_id, session_id=who.session_id, role=who.role, expires_at=float(exp)
+        user_id=who.user_id,
+        session_id=who.session_id,
+        role=who.role,
+        client_id=who.client_id,
+        scopes=frozenset(who.scopes),
+        expires_at=float(exp),
+        bucket=bucket,
+        headers=dict(headers),
     )

@@ -139,6 +139,13 @@ BAD_CLAIMS = [
     ("unknown-sid", {"sid": "00000000-0000-0000-0000-000000000000"}),
     ("other-sub", {"sub": "00000000-0000-0000-0000-000000000000"}),
     ("non-uuid-sub", {"sub": "admin"}),
+    # An OAuth app's own (client_credentials) token names no user: no account API for it.
+    (
+        "client-credential",
+        {"sid": None, "role": None, "sub": "billing-bot", "client_id": "billing-bot", "scope": ""},
+    ),
+    ("client-without-session", {"sid": None, "role": None, "client_id": "bot", "scope": ""}),
+    ("first-party-with-scope", {"scope": "openid"}),
 ]
 
 

@@ -66,6 +66,10 @@ def test_defaults():
         "/api/v1/audit-events",
         "/api/v1/oauth-clients",
         "/.well-known/jwks.json",
+        "/oauth",
+        "/userinfo",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
     ]
     assert settings.redis_url is None
     # SECURITY: with Redis down a revoked session must not pass unless the operator says so.
@@ -103,6 +107,35 @@ def test_extra_route_by_configuration():
     )
     assert table.resolve("GET", "/api/v1/ordersx") is None
     assert table.resolve("GET", "/api/v1/auth/me").upstream == "http://127.0.0.1:8001"
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/api/v1/orders", "/api/v1/orders"),
+        ("/api/v1/orders/", "/api/v1/orders"),
+        ("/api/v1/orders/7/lines/2", "/api/v1/orders"),
+        ("/api/v1/orders/archive/2024", "/api/v1/orders/archive"),
+        ("/api/v1/orders/archived", "/api/v1/orders"),
+        ("/api/v1/ordersx", "/api"),
+        ("/api", "/api"),
+        ("/api/", "/api"),
+        ("/apix", "/"),
+        ("/", "/"),
+        ("/oauth/token", "/oauth"),
+        ("/oauthx", "/"),
+        ("/api/v1/oauth-clients/c-1", "/api/v1/oauth-clients"),
+    ],
+)
+def test_longest_prefix_on_a_segment_boundary_wins(path: str, prefix: str):
+    routes = [
+        {"prefix": p, "upstream": "http://up:9000", "auth": "none"}
+        for p in ("/", "/api", "/api/v1/orders", "/api/v1/orders/archive")
+    ]
+    settings = Settings.from_env({"GATEWAY_ROUTES": json.dumps(routes)})
+    table = RouteTable(settings, load_spec(settings.spec_path))
+    decision = table.resolve("GET", path)
+    assert decision is not None and decision.prefix == prefix, path
 
 
 def test_auth_policy_from_spec_operations():
