@@ -3,8 +3,9 @@
 Drill 4: with Redis down the gateway follows its documented fail modes (auth routes and
 bearer requests 503, the rest open); a session revoked meanwhile is refused once Redis is
 back, although the revocation never reached Redis (the gateway also reads the auth
-service's revocation feed). Drill 8: a reset requested while SMTP is down answers 202 as
-always, and the mail goes out once SMTP returns (the outbox keeps it).
+service's revocation feed). Drill 8: a sign-up and a reset while SMTP is down answer 201
+and 202 as always, and both mails go out once SMTP returns (the outbox keeps them): the
+verification link verifies the address, the reset link resets the password.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from reliability_support import (
 )
 
 sys.path.insert(0, str(REPO / "tests" / "auth"))  # the aiosmtpd inbox of the auth tests
-from smtp_inbox import RESET_SUBJECT, RESET_URL, reset_token_from, smtp_server
+from smtp_inbox import (
+    RESET_SUBJECT,
+    RESET_URL,
+    VERIFY_SUBJECT,
+    VERIFY_URL,
+    reset_token_from,
+    smtp_server,
+    verification_token_from,
+)
 
 
 def bearer(pair: dict[str, str]) -> dict[str, str]:
@@ -113,6 +122,7 @@ def test_reset_mail_survives_an_smtp_outage(
             "SMTP_PORT": str(smtp_port),
             "SMTP_FROM": "noreply@authgate.test",
             "PASSWORD_RESET_URL": RESET_URL,
+            "EMAIL_VERIFICATION_URL": VERIFY_URL,
             "MAIL_RETRY_BASE_SECONDS": "1",
             "MAIL_RETRY_MAX_SECONDS": "2",
             "MAIL_POLL_SECONDS": "1",
@@ -141,13 +151,26 @@ def test_reset_mail_survives_an_smtp_outage(
             time.sleep(0.5)
         assert attempts >= 2, "the sender never retried while SMTP was down"
         with smtp_server(smtp_port) as inbox:
-            # NOTE: the sign-up's verification mail waited too; only the reset counts here.
             (recipients, message), *rest = inbox.wait_for(1, timeout=30, subject=RESET_SUBJECT)
-            time.sleep(3)  # a second delivery of the same mail would arrive by now
-            resets = inbox.with_subject(RESET_SUBJECT)
-            assert not rest and len(resets) == 1, "the mail went out more than once"
-        assert recipients == ["mail@example.com"]
+            (verify_to, verify_mail), *more = inbox.wait_for(1, timeout=30, subject=VERIFY_SUBJECT)
+            time.sleep(3)  # a second delivery of either mail would arrive by now
+            resets, verifications = (inbox.with_subject(s) for s in (RESET_SUBJECT, VERIFY_SUBJECT))
+            assert not rest and len(resets) == 1, "the reset mail went out more than once"
+            assert not more and len(verifications) == 1, "the sign-up mail went out twice"
+        assert recipients == verify_to == ["mail@example.com"]
         token = reset_token_from(message)
+        with session() as client:
+            verified = client.post(
+                f"{api}/auth/verify-email",
+                json={"token": verification_token_from(verify_mail)},
+                timeout=10,
+            )
+        assert verified.status_code == 204, verified.text
+        with db.connect() as connection:
+            assert connection.execute(
+                sqlalchemy.text("SELECT email_verified FROM users WHERE email = :e"),
+                {"e": "mail@example.com"},
+            ).scalar_one()
         with session() as client:
             confirmed = client.post(
                 f"{api}/auth/password-reset/confirm",
@@ -157,10 +180,11 @@ def test_reset_mail_survives_an_smtp_outage(
         assert confirmed.status_code == 204, confirmed.text
         record(
             "8 SMTP down",
-            "password reset (known and unknown email) while nothing listens on SMTP_PORT; "
-            "aiosmtpd started later",
-            f"both 202; {attempts}+ failed attempts kept in the outbox; the one mail "
-            "delivered once SMTP listened, and its link reset the password",
+            "a sign-up, and a password reset (known and unknown email), while nothing "
+            "listens on SMTP_PORT; aiosmtpd started later",
+            f"201 and both 202; {attempts}+ failed attempts kept in the outbox; each mail "
+            "delivered once when SMTP listened: the verification link verified the address, "
+            "the reset link reset the password",
             lost=0,
         )
     finally:
