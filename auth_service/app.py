@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import falcon
@@ -20,9 +21,12 @@ from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
+from auth_service.oauth.server import TokenLookup, TokenSettings, build_server
+from auth_service.oauth.store import OAuthStore
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
+from auth_service.operations.oauth import OAuthOperations, discovery_document
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
@@ -65,6 +69,7 @@ class Services:
     mail_sender: MailSender
     revocation_feed: RevocationFeed
     mfa: MfaService
+    oauth_store: OAuthStore
 
 
 def build_services(
@@ -165,6 +170,12 @@ def build_services(
         ),
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
         mfa=mfa,
+        oauth_store=OAuthStore(
+            db,
+            revocations,
+            refresh_ttl=policy.refresh_ttl,
+            reuse_grace=policy.reuse_grace,
+        ),
     )
 
 
@@ -283,7 +294,51 @@ def create_service(
         ],
     )
     app.add_route(ASSETS_ROUTE, DocsAssets())
+    _add_oauth_routes(app, settings, services)
     return AuthService(app=app, mail_sender=services.mail_sender)
+
+
+def oauth_operations(settings: Settings, services: Services) -> OAuthOperations:
+    """The OAuth 2.0 / OpenID Connect provider (Authlib's server over our store and keys)."""
+    token_settings = TokenSettings(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+        id_token_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    server = build_server(
+        services.oauth_store, services.key_ring, token_settings, settings.oauth_api_scopes
+    )
+    return OAuthOperations(
+        server,
+        services.oauth_store,
+        services.sessions,
+        TokenLookup(services.oauth_store, services.key_ring, token_settings),
+        discovery_document(settings.jwt_issuer, settings.public_url, server.scopes_supported),
+        secure_cookie=settings.public_url.startswith("https://"),
+    )
+
+
+def _add_oauth_routes(
+    app: falcon.App[AuthRequest, falcon.Response], settings: Settings, services: Services
+) -> None:
+    oauth = oauth_operations(settings, services)
+    app.add_route(
+        "/oauth/authorize",
+        SimpleNamespace(on_get=oauth.start_authorization, on_post=oauth.continue_authorization),
+    )
+    app.add_route("/oauth/token", SimpleNamespace(on_post=oauth.issue_token))
+    app.add_route("/oauth/introspect", SimpleNamespace(on_post=oauth.introspect_token))
+    app.add_route("/oauth/revoke", SimpleNamespace(on_post=oauth.revoke_token))
+    app.add_route("/userinfo", SimpleNamespace(on_get=oauth.get_userinfo))
+    app.add_route(
+        "/.well-known/openid-configuration",
+        SimpleNamespace(on_get=oauth.get_openid_configuration),
+    )
+    app.add_route(
+        "/.well-known/oauth-authorization-server",
+        SimpleNamespace(on_get=oauth.get_authorization_server_metadata),
+    )
 
 
 def _database_ready(engine: Engine) -> bool:

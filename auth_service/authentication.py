@@ -62,6 +62,14 @@ class BearerAuthentication:
                 "The access token is invalid or expired.",
                 invalid_token=True,
             ) from None
+        # SECURITY: an OAuth access token (it names its client) never acts on the user's
+        # account API: an app the user signed into gets only what its scopes reach.
+        if "client_id" in claims:
+            raise unauthorized(
+                ProblemType.INVALID_TOKEN,
+                "The access token is invalid or expired.",
+                invalid_token=True,
+            )
         # SECURITY: the session is checked on every request, so logout and revocation
         # take effect at once rather than when the token expires.
         principal = self._load_principal(claims["sub"], claims["sid"])
