@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import falcon
@@ -283,6 +282,7 @@ def create_service(
             SecurityOperations(services.sessions, services.mfa),
             KeyOperations(services.key_ring),
             InternalOperations(services.revocation_feed),
+            oauth_operations(settings, services),
             OpsOperations(
                 contract,
                 {
@@ -294,7 +294,6 @@ def create_service(
         ],
     )
     app.add_route(ASSETS_ROUTE, DocsAssets())
-    _add_oauth_routes(app, settings, services)
     return AuthService(app=app, mail_sender=services.mail_sender)
 
 
@@ -316,28 +315,6 @@ def oauth_operations(settings: Settings, services: Services) -> OAuthOperations:
         TokenLookup(services.oauth_store, services.key_ring, token_settings),
         discovery_document(settings.jwt_issuer, settings.public_url, server.scopes_supported),
         secure_cookie=settings.public_url.startswith("https://"),
-    )
-
-
-def _add_oauth_routes(
-    app: falcon.App[AuthRequest, falcon.Response], settings: Settings, services: Services
-) -> None:
-    oauth = oauth_operations(settings, services)
-    app.add_route(
-        "/oauth/authorize",
-        SimpleNamespace(on_get=oauth.start_authorization, on_post=oauth.continue_authorization),
-    )
-    app.add_route("/oauth/token", SimpleNamespace(on_post=oauth.issue_token))
-    app.add_route("/oauth/introspect", SimpleNamespace(on_post=oauth.introspect_token))
-    app.add_route("/oauth/revoke", SimpleNamespace(on_post=oauth.revoke_token))
-    app.add_route("/userinfo", SimpleNamespace(on_get=oauth.get_userinfo))
-    app.add_route(
-        "/.well-known/openid-configuration",
-        SimpleNamespace(on_get=oauth.get_openid_configuration),
-    )
-    app.add_route(
-        "/.well-known/oauth-authorization-server",
-        SimpleNamespace(on_get=oauth.get_authorization_server_metadata),
     )
 
 

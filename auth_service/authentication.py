@@ -17,6 +17,7 @@ from authgate_common.bearer import bearer_token
 from authgate_common.problem_types import ProblemType
 from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
+BEARER_SCHEME = "bearerAuth"
 PrincipalLoader = Callable[[str, str], User | None]
 
 
@@ -43,7 +44,8 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.access is Access.PUBLIC or op.internal:
+        # NOTE: /userinfo's OAuth tokens are checked by its responder (RFC 6750 errors).
+        if op is None or op.access is Access.PUBLIC or BEARER_SCHEME not in op.schemes:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:

@@ -100,11 +100,9 @@ def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
         RouteConfig("/api/v1/auth", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/users", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
-        # The OAuth provider: its endpoints authenticate clients and tokens themselves
-        # (RFC 6749 client auth, RFC 6750 at /userinfo). NOTE: "none" until their spec
-        # entries land (issue 13); then /oauth and /userinfo become "spec".
-        RouteConfig("/oauth", auth_service_url, auth="none"),
-        RouteConfig("/userinfo", auth_service_url, auth="none"),
+        # The OAuth provider (spec: which of its operations take a token comes from there).
+        RouteConfig("/oauth", auth_service_url, auth="spec"),
+        RouteConfig("/userinfo", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/openid-configuration", auth_service_url, auth="none"),
         RouteConfig("/.well-known/oauth-authorization-server", auth_service_url, auth="none"),
     )

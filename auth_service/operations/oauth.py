@@ -70,7 +70,7 @@ class OAuthOperations:
         try:
             grant = self._server.get_consent_grant(http)
         except OAuth2Error as error:
-            _authorize_error(resp, self._server.handle_error_response(None, error))
+            _authorize_error(resp, self._server.handle_error_response(None, error), 302)
             return
         oauth_request = grant.request
         request = authorization_request(oauth_request)
@@ -203,12 +203,12 @@ class OAuthOperations:
         try:
             grant = self._server.get_consent_grant(http, end_user=signed_in)
         except OAuth2Error as error:
-            _authorize_error(resp, self._server.handle_error_response(None, error))
+            _authorize_error(resp, self._server.handle_error_response(None, error), 303)
             return
         answer = self._server.create_authorization_response(
             grant.request, grant_user=signed_in if decision == "approve" else None, grant=grant
         )
-        _authorize_error(resp, answer)
+        _authorize_error(resp, answer, 303)
 
     # --- the token endpoints ------------------------------------------------------------
 
@@ -364,12 +364,12 @@ def _first_values(form: Mapping[str, list[str]]) -> dict[str, str]:
     return {name: values[0] for name, values in form.items() if values}
 
 
-def _authorize_error(resp: falcon.Response, answer: OAuthResponse) -> None:
-    """A redirect from the authorize endpoint (303 after a form), or the error page."""
+def _authorize_error(resp: falcon.Response, answer: OAuthResponse, redirect: int) -> None:
+    """A redirect from the authorize endpoint (`redirect`: 302 from GET, 303 after a
+    form, so the browser follows with GET), or the error page."""
     location = answer.location
     if location is not None:
-        # NOTE: 303 so the browser follows with GET after the POST of a form.
-        resp.status = 303 if answer.status in (302, 303) else answer.status
+        resp.status = redirect
         resp.location = location
         resp.cache_control = ["no-store"]
         return
