@@ -313,7 +313,12 @@ def oauth_operations(settings: Settings, services: Services) -> OAuthOperations:
         services.oauth_store,
         services.sessions,
         TokenLookup(services.oauth_store, services.key_ring, token_settings),
-        discovery_document(settings.jwt_issuer, settings.public_url, server.scopes_supported),
+        discovery_document(
+            settings.jwt_issuer,
+            settings.public_url,
+            server.scopes_supported,
+            services.key_ring.algorithm,
+        ),
         secure_cookie=settings.public_url.startswith("https://"),
     )
 

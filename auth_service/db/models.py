@@ -313,6 +313,6 @@ class OAuthAuthorizationCode(_AuthorizationRequest, Base):
     amr: Mapped[str] = mapped_column(String(64))
     auth_time: Mapped[timestamp]
     created_at: Mapped[created_ts]
-    expires_at: Mapped[timestamp]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[timestamp | None]
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -35,8 +35,6 @@ CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 # gateway's (PUBLIC_URL is what clients see, plain http in development), so the library
 # sees a placeholder and the real URI is set after (FalconRequest).
 _SECURE_PLACEHOLDER = "https://authgate.invalid/"
-# Repeated parameters are refused by Authlib itself; this bounds the parsing work.
-MAX_FORM_FIELDS = 64
 
 
 @dataclass(frozen=True)

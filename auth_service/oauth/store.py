@@ -33,6 +33,9 @@ from auth_service.services.sessions import ClientInfo
 CODE_TTL = timedelta(seconds=60)
 # Time a person has for the sign-in, MFA and consent pages.
 PENDING_TTL = timedelta(minutes=10)
+# How long a code's row outlives its expiry: a replay within it still revokes what the
+# code issued; later, the code is merely unknown (invalid_grant all the same).
+CODE_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,11 @@ class OAuthStore:
     def save_code(self, code: str, request: AuthorizationRequest, signed_in: SignedIn) -> None:
         """Keep a fresh code's hash with everything it is bound to."""
         with self._sessions.begin() as db:
+            db.execute(
+                delete(OAuthAuthorizationCode).where(
+                    OAuthAuthorizationCode.expires_at <= utcnow() - CODE_RETENTION
+                )
+            )
             db.add(
                 OAuthAuthorizationCode(
                     id=uuid.uuid4(),

@@ -280,7 +280,9 @@ class OAuthOperations:
         resp.media = self._discovery
 
 
-def discovery_document(issuer: str, public_url: str, scopes: list[str]) -> dict[str, Any]:
+def discovery_document(
+    issuer: str, public_url: str, scopes: list[str], signing_algorithm: str
+) -> dict[str, Any]:
     """The provider metadata both discovery documents publish (RFC 8414, OIDC Discovery)."""
     return {
         "issuer": issuer,
@@ -310,7 +312,7 @@ def discovery_document(issuer: str, public_url: str, scopes: list[str]) -> dict[
             "none",
         ],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256", "ES256", "HS256"],
+        "id_token_signing_alg_values_supported": [signing_algorithm],
         "claims_supported": ["sub", "email", "name", "auth_time", "amr", "nonce", "at_hash"],
     }
 

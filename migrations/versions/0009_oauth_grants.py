@@ -90,10 +90,14 @@ def upgrade() -> None:
     op.create_index(
         "ix_oauth_authorization_codes_user_id", "oauth_authorization_codes", ["user_id"]
     )
+    op.create_index(
+        "ix_oauth_authorization_codes_expires_at", "oauth_authorization_codes", ["expires_at"]
+    )
 
 
 def downgrade() -> None:
     """Drop what upgrade added."""
+    op.drop_index("ix_oauth_authorization_codes_expires_at", table_name="oauth_authorization_codes")
     op.drop_index("ix_oauth_authorization_codes_user_id", table_name="oauth_authorization_codes")
     op.drop_table("oauth_authorization_codes")
     op.drop_index(
