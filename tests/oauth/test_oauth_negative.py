@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import urllib.parse
+from typing import Any
 
 import pyotp
 import sqlalchemy
@@ -242,3 +243,23 @@ def test_discovery_documents(client: testing.TestClient) -> None:
         assert doc["token_endpoint"] == "http://127.0.0.1:8000/oauth/token"
         assert "implicit" not in doc["grant_types_supported"]
         assert "password" not in doc["grant_types_supported"]
+
+
+def test_sign_in_page_shares_the_login_throttle(make_client: Any, database_url: str) -> None:
+    """Wrong passwords on the page count like failed logins: then a 429 page, no consent."""
+    client = make_client(login_max_failures=2)
+    Api(client).register(EMAIL)
+    registered = register_client(database_url)
+    _, challenge = pkce_pair()
+    browser = Browser(client)
+    csrf = csrf_token(browser.get(authorize_query(registered.client_id, challenge)).text)
+    for _ in range(2):
+        wrong = browser.post({"csrf_token": csrf, "email": EMAIL, "password": "wrong password"})
+        assert wrong.status_code == 401
+    throttled = browser.post({"csrf_token": csrf, "email": EMAIL, "password": PASSWORD})
+    assert throttled.status_code == 429
+    assert_page_headers(throttled.headers)
+    assert 'id="error"' in throttled.text
+    assert 'id="consent"' not in throttled.text
+    # The JSON login of the same account is throttled as well: one counter.
+    assert Api(client).login(EMAIL).status_code == 429
