@@ -18,6 +18,7 @@ from authgate_common.claims import caller
 from authgate_common.problem_types import ProblemType
 from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
+BEARER_SCHEME = "bearerAuth"
 PrincipalLoader = Callable[[str, str], User | None]
 
 
@@ -44,7 +45,8 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.access is Access.PUBLIC or op.internal:
+        # NOTE: /userinfo's OAuth tokens are checked by its responder (RFC 6750 errors).
+        if op is None or op.access is Access.PUBLIC or BEARER_SCHEME not in op.schemes:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:
@@ -64,9 +66,10 @@ class BearerAuthentication:
                 invalid_token=True,
             ) from None
         who = caller(claims)
-        if who.user_id is None or who.session_id is None:
-            # SECURITY: a client-credential token names no user and no session, so it has
-            # no account here; refused as an invalid token, as before such tokens existed.
+        # SECURITY: an OAuth access token (it names its client) never acts on the user's
+        # account API: an app the user signed into gets only what its scopes reach. A
+        # client-credential token names no user and no session at all.
+        if who.client_id is not None or who.user_id is None or who.session_id is None:
             raise unauthorized(
                 ProblemType.INVALID_TOKEN,
                 "The access token is invalid or expired.",

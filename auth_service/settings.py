@@ -79,6 +79,8 @@ class Settings:
     mfa_issuer: str = "Authgate"
     # Audit events older than this are deleted by `python -m auth_service.cli prune-audit`.
     audit_retention_days: int = 365
+    # The gateway's public base URL: the OAuth endpoints the discovery documents publish.
+    public_url: str = "http://127.0.0.1:8000"
     # Scopes of our own APIs that OAuth clients may be granted, beside the OpenID Connect
     # ones (openid profile email offline_access).
     oauth_api_scopes: tuple[str, ...] = ()
@@ -195,6 +197,7 @@ class Settings:
             audit_retention_days=read.integer(
                 "AUDIT_RETENTION_DAYS", d.audit_retention_days, minimum=1, maximum=36500
             ),
+            public_url=read.text("PUBLIC_URL", d.public_url).rstrip("/"),
             oauth_api_scopes=_scopes(read, "OAUTH_API_SCOPES", d.oauth_api_scopes),
         )
         settings.check()
@@ -213,6 +216,8 @@ class Settings:
             raise SettingsError("PASSWORD_RESET_URL must be an http(s) URL")
         if not self.email_verification_url.startswith(("http://", "https://")):
             raise SettingsError("EMAIL_VERIFICATION_URL must be an http(s) URL")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError("PUBLIC_URL must be an http(s) URL")
         if self.otel_exporter_otlp_endpoint and not self.otel_exporter_otlp_endpoint.startswith(
             ("http://", "https://")
         ):

@@ -124,7 +124,7 @@ def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
         RouteConfig("/api/v1/audit-events", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/oauth-clients", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
-        # The OAuth 2.0 / OpenID Connect provider (README "Scopes and client tokens").
+        # The OAuth provider (spec: which of its operations take a token comes from there).
         RouteConfig("/oauth", auth_service_url, auth="spec"),
         RouteConfig("/userinfo", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/openid-configuration", auth_service_url, auth="none"),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
@@ -31,6 +31,8 @@ PASSWORD_AMR = ("pwd",)
 MFA_AMR = ("pwd", "otp")
 # The sessions list is bounded (the spec's maxItems); the newest are the ones that matter.
 MAX_LISTED_SESSIONS = 100
+# What a successful password step gives: a session's tokens, or just the user.
+_SignedIn = TypeVar("_SignedIn")
 
 
 class SessionEvents(Protocol):
@@ -128,7 +130,32 @@ class SessionService:
     def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Check the credentials and open a session; every failure looks the same."""
         with self._counted_login():
-            return self._login(email, password, client)
+            return self._login(
+                email,
+                password,
+                client,
+                lambda db, user: self._open_session(db, user, client, PASSWORD_AMR),
+            )
+
+    def authenticate(self, email: str, password: str, client: ClientInfo) -> User:
+        """The password step of another sign-in (the OAuth pages): the same checks,
+        throttle and MfaRequired as login, but no session is opened here."""
+        with self._counted_login():
+            return self._login(
+                email,
+                password,
+                client,
+                lambda db, user: _signed_in_elsewhere(db, user, client, PASSWORD_AMR),
+            )
+
+    def authenticate_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> User:
+        """The second step of another sign-in: login_mfa without opening a session."""
+        with self._counted_login():
+            user = self._mfa.redeem(mfa_token, code, client)
+            self._check_verified(user)
+            with self._sessions.begin() as db:
+                self._throttler.forget_address(db, user.email, client.ip_address)
+                return _signed_in_elsewhere(db, user, client, MFA_AMR)
 
     def login_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> TokenPair:
         """The login's second step: a TOTP or recovery code for the user of `mfa_token`."""
@@ -150,7 +177,13 @@ class SessionService:
             raise
         self._events.login("success")
 
-    def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
+    def _login(
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        signed_in: Callable[[DbSession, User], _SignedIn],
+    ) -> _SignedIn:
         email = lookup_email(email)
         self._throttler.check(email, client.ip_address, audit=_throttled(email, client))
         with self._sessions() as db:
@@ -182,7 +215,7 @@ class SessionService:
             if not user.mfa_enabled:
                 # PERF: the throttle is cleared in the session's own transaction.
                 self._throttler.forget_address(db, email, client.ip_address)
-                return self._open_session(db, user, client, PASSWORD_AMR)
+                return signed_in(db, user)
             # SECURITY: the counters are kept until the second factor is through, so
             # wrong codes add up across mfa_tokens instead of being forgiven by each
             # correct password.
@@ -491,3 +524,19 @@ def _replace_hash(db: DbSession, user: User, upgraded: str) -> None:
         # NOTE: updated_at stays: a hash upgrade is no change the user or an admin made.
         .values(hashed_password=upgraded, updated_at=User.updated_at)
     )
+
+
+def _signed_in_elsewhere(
+    db: DbSession, user: User, client: ClientInfo, amr: tuple[str, ...]
+) -> User:
+    """Record a sign-in that opens no session here (the OAuth pages; the grant's session
+    is opened when its code is redeemed)."""
+    audit.record(
+        db,
+        EventType.LOGIN_SUCCEEDED,
+        actor_id=user.id,
+        user_id=user.id,
+        origin=client,
+        details={"amr": list(amr), "during": "oauth.authorize"},
+    )
+    return user
