@@ -8,8 +8,13 @@ it brings is exchanged at POST /oauth/token, which proves it is a real one. The 
 the auth service and the gateway under gunicorn, on PostgreSQL and Redis; the client is a
 row in `oauth_clients` (as the admin API stores it), the users are made through the API.
 
-The pages keep to the "OAuth pages contract" (element ids, statuses, headers) that the
-README's OAuth section documents.
+What the tests rely on of the pages (ids and names, statuses, headers): the sign-in form
+`form#sign-in` (`email`, `password`, `#sign-in-submit`; a wrong password answers 401 with
+it again), the second factor `form#mfa` (`code`, `#mfa-submit`), the consent form
+`form#consent` listing `#scopes li[data-scope]` with `#approve` and `#deny`; every form a
+hidden `csrf_token` (missing or not this browser's: 403); errors in `#error`
+(role="alert"); an unknown client or redirect URI answers 400, never a redirect; every
+page `no-store`, `frame-ancestors 'none'` and `X-Frame-Options: DENY`.
 """
 
 from __future__ import annotations
@@ -357,7 +362,7 @@ def test_wrong_password_stays_on_the_sign_in_page_with_an_error(
     assert not browser.has("form#consent")
     assert_still_on_our_pages(browser, stack, receiver)
 
-    # The re-rendered form (with its own fresh CSRF token) still signs the user in.
+    # The re-rendered form still works: the right password now signs the user in.
     sign_in(browser, user.email)
     assert sorted(listed_scopes(browser)) == sorted(SCOPES)
     assert receiver.arrivals == []
