@@ -20,9 +20,12 @@ from auth_service.db.session import make_engine, make_sessionmaker
 from auth_service.docs import ASSETS_ROUTE, DocsAssets
 from auth_service.metrics import Metrics
 from auth_service.middleware import RequestContext
+from auth_service.oauth.server import TokenLookup, TokenSettings, build_server
+from auth_service.oauth.store import OAuthStore
 from auth_service.operations.auth import AuthOperations
 from auth_service.operations.internal import InternalOperations
 from auth_service.operations.keys import KeyOperations
+from auth_service.operations.oauth import OAuthOperations, discovery_document
 from auth_service.operations.ops import OpsOperations
 from auth_service.operations.security import SecurityOperations
 from auth_service.operations.users import UserOperations
@@ -65,6 +68,7 @@ class Services:
     mail_sender: MailSender
     revocation_feed: RevocationFeed
     mfa: MfaService
+    oauth_store: OAuthStore
 
 
 def build_services(
@@ -165,6 +169,12 @@ def build_services(
         ),
         revocation_feed=RevocationFeed(db, settings.access_token_ttl_seconds),
         mfa=mfa,
+        oauth_store=OAuthStore(
+            db,
+            revocations,
+            refresh_ttl=policy.refresh_ttl,
+            reuse_grace=policy.reuse_grace,
+        ),
     )
 
 
@@ -272,6 +282,7 @@ def create_service(
             SecurityOperations(services.sessions, services.mfa),
             KeyOperations(services.key_ring),
             InternalOperations(services.revocation_feed),
+            oauth_operations(settings, services),
             OpsOperations(
                 contract,
                 {
@@ -284,6 +295,27 @@ def create_service(
     )
     app.add_route(ASSETS_ROUTE, DocsAssets())
     return AuthService(app=app, mail_sender=services.mail_sender)
+
+
+def oauth_operations(settings: Settings, services: Services) -> OAuthOperations:
+    """The OAuth 2.0 / OpenID Connect provider (Authlib's server over our store and keys)."""
+    token_settings = TokenSettings(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+        id_token_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    server = build_server(
+        services.oauth_store, services.key_ring, token_settings, settings.oauth_api_scopes
+    )
+    return OAuthOperations(
+        server,
+        services.oauth_store,
+        services.sessions,
+        TokenLookup(services.oauth_store, services.key_ring, token_settings),
+        discovery_document(settings.jwt_issuer, settings.public_url, server.scopes_supported),
+        secure_cookie=settings.public_url.startswith("https://"),
+    )
 
 
 def _database_ready(engine: Engine) -> bool:

@@ -17,6 +17,7 @@ from authgate_common.bearer import bearer_token
 from authgate_common.problem_types import ProblemType
 from authgate_common.secrets_file import INTERNAL_TOKEN_HEADER, same_token
 
+BEARER_SCHEME = "bearerAuth"
 PrincipalLoader = Callable[[str, str], User | None]
 
 
@@ -43,7 +44,8 @@ class BearerAuthentication:
     ) -> None:
         """Reject a protected request without a valid token of a live session."""
         op = self._operations.get((req.uri_template or "", req.method))
-        if op is None or op.access is Access.PUBLIC or op.internal:
+        # NOTE: /userinfo's OAuth tokens are checked by its responder (RFC 6750 errors).
+        if op is None or op.access is Access.PUBLIC or BEARER_SCHEME not in op.schemes:
             return
         token = bearer_token(req.get_header("Authorization"))
         if token is None:
@@ -62,6 +64,14 @@ class BearerAuthentication:
                 "The access token is invalid or expired.",
                 invalid_token=True,
             ) from None
+        # SECURITY: an OAuth access token (it names its client) never acts on the user's
+        # account API: an app the user signed into gets only what its scopes reach.
+        if "client_id" in claims:
+            raise unauthorized(
+                ProblemType.INVALID_TOKEN,
+                "The access token is invalid or expired.",
+                invalid_token=True,
+            )
         # SECURITY: the session is checked on every request, so logout and revocation
         # take effect at once rather than when the token expires.
         principal = self._load_principal(claims["sub"], claims["sid"])

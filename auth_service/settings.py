@@ -74,6 +74,10 @@ class Settings:
     # A Fernet key (urlsafe base64 of 32 bytes); None: generated once under var/keys/.
     mfa_encryption_key: str | None = field(default=None, repr=False)
     mfa_issuer: str = "Authgate"
+    # The gateway's public base URL: the OAuth endpoints the discovery documents publish.
+    public_url: str = "http://127.0.0.1:8000"
+    # API scopes OAuth clients may be granted, beside openid, profile, email, offline_access.
+    oauth_api_scopes: tuple[str, ...] = ()
 
     @property
     def access_token_ttl_seconds(self) -> int:
@@ -180,6 +184,11 @@ class Settings:
             internal_api_token=read.optional("INTERNAL_API_TOKEN"),
             mfa_encryption_key=read.optional("MFA_ENCRYPTION_KEY"),
             mfa_issuer=read.text("MFA_ISSUER", d.mfa_issuer),
+            public_url=read.text("PUBLIC_URL", d.public_url).rstrip("/"),
+            # NOTE: space- or comma-separated, as scopes are written in OAuth requests.
+            oauth_api_scopes=tuple(
+                part for part in read.text("OAUTH_API_SCOPES", "").replace(",", " ").split()
+            ),
         )
         settings.check()
         return settings
@@ -195,6 +204,8 @@ class Settings:
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
         if not self.password_reset_url.startswith(("http://", "https://")):
             raise SettingsError("PASSWORD_RESET_URL must be an http(s) URL")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError("PUBLIC_URL must be an http(s) URL")
         if self.otel_exporter_otlp_endpoint and not self.otel_exporter_otlp_endpoint.startswith(
             ("http://", "https://")
         ):

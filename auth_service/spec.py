@@ -27,6 +27,7 @@ from authgate_common.access import Access, operation_access
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 INTERNAL_SCHEME = "internalToken"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 SAFE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -170,8 +171,12 @@ class Contract:
     def _body_validator(self, body: dict[str, Any]) -> Validator | None:
         if not body:
             return None
+        if set(body["content"]) == {FORM_MEDIA_TYPE}:
+            # NOTE: the OAuth endpoints read their form themselves and answer the
+            # protocol's own errors (RFC 6749 §5.2), never a problem+json 422.
+            return None
         if set(body["content"]) != {"application/json"}:
-            raise ValueError("request bodies must be application/json")
+            raise ValueError("request bodies must be application/json (or a form, for OAuth)")
         return self._validator(body["content"]["application/json"]["schema"])
 
     def _response(self, raw: dict[str, Any]) -> ResponseContract:

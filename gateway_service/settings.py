@@ -100,6 +100,11 @@ def default_routes(auth_service_url: str) -> tuple[RouteConfig, ...]:
         RouteConfig("/api/v1/auth", auth_service_url, auth="spec"),
         RouteConfig("/api/v1/users", auth_service_url, auth="spec"),
         RouteConfig("/.well-known/jwks.json", auth_service_url, auth="none"),
+        # The OAuth provider (spec: which of its operations take a token comes from there).
+        RouteConfig("/oauth", auth_service_url, auth="spec"),
+        RouteConfig("/userinfo", auth_service_url, auth="spec"),
+        RouteConfig("/.well-known/openid-configuration", auth_service_url, auth="none"),
+        RouteConfig("/.well-known/oauth-authorization-server", auth_service_url, auth="none"),
     )
 
 

@@ -14,7 +14,9 @@ __all__ = [
     "LoginThrottle",
     "MailOutbox",
     "MfaChallenge",
+    "OAuthAuthorizationCode",
     "OAuthClient",
+    "OAuthPendingAuthorization",
     "PasswordResetRequest",
     "PasswordResetToken",
     "RecoveryCode",
@@ -77,6 +79,10 @@ class Session(Base):
     ip_address: Mapped[ip_address]
     # The access tokens' `amr` claim (RFC 8176), space-separated: "pwd" or "pwd otp".
     amr: Mapped[str] = mapped_column(String(64), default="pwd", server_default="pwd")
+    # The OAuth client this session was granted to, and the granted scope (space-separated);
+    # NULL for our own logins.
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    scope: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship()
 
@@ -253,3 +259,60 @@ class OAuthClient(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)  # the most this client may ask for
     created_at: Mapped[created_ts]
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class _AuthorizationRequest:
+    """The validated authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, OIDC nonce)."""
+
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)  # space-separated
+    nonce: Mapped[str | None] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+
+
+class OAuthPendingAuthorization(_AuthorizationRequest, Base):
+    """A browser between GET /oauth/authorize and its consent: sign-in, MFA, consent.
+
+    The browser holds a random cookie (`browser_hash` is its hash); every form carries a
+    CSRF token whose hash is `csrf_hash`. `stage` is "sign_in", "mfa" or "consent";
+    `user_id`, `amr` and `auth_time` are set once the user has signed in.
+    """
+
+    __tablename__ = "oauth_pending_authorizations"
+
+    id: Mapped[uuid_pk]
+    browser_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    # The MFA step's mfa_token (its hash): the MFA form must send the one this flow got.
+    mfa_token_hash: Mapped[str | None] = mapped_column(String(64))
+    amr: Mapped[str | None] = mapped_column(String(64))
+    auth_time: Mapped[timestamp | None]
+    created_at: Mapped[created_ts]
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class OAuthAuthorizationCode(_AuthorizationRequest, Base):
+    """An authorization code: stored hashed, single use, short-lived, bound to its request.
+
+    `session_id` is the session its redemption opened: a second redemption revokes it
+    (RFC 6749 §4.1.2). No foreign key, so the link outlives a cleaned-up session.
+    """
+
+    __tablename__ = "oauth_authorization_codes"
+
+    id: Mapped[uuid_pk]
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    amr: Mapped[str] = mapped_column(String(64))
+    auth_time: Mapped[timestamp]
+    created_at: Mapped[created_ts]
+    expires_at: Mapped[timestamp]
+    used_at: Mapped[timestamp | None]
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -292,17 +292,58 @@ class KeyRing:
             "role": role,
             "amr": list(amr),
         }
-        headers = {"kid": self.kid, "typ": "JWT"}
+        return self.sign(claims, typ="JWT")
+
+    def issue_oauth_access_token(
+        self,
+        *,
+        claims: Mapping[str, Any],
+        ttl_seconds: int,
+        issuer: str,
+        audience: str,
+        now: datetime | None = None,
+    ) -> str:
+        """Sign an OAuth access token (RFC 9068: JOSE header `typ: at+jwt`).
+
+        `claims` carries what the grant decided (`sub`, `client_id`, `scope`, and for a
+        user's grant `sid`, `role`, `amr`, `auth_time`); the registered claims are ours.
+        """
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        issued_at = int((now or datetime.now(UTC)).timestamp())
+        registered = {
+            "iss": issuer,
+            "aud": audience,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "exp": issued_at + ttl_seconds,
+            "jti": uuid.uuid4().hex,
+        }
+        return self.sign({**claims, **registered}, typ="at+jwt")
+
+    def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
+        """Sign `claims` with the current key (its `kid` in the header, as in the JWKS)."""
+        headers = {"kid": self.kid, "typ": typ}
         # NOTE: python-jose ships no types; jwt.encode returns the compact JWS as a str.
         token: str = jwt.encode(
-            claims, self._signing_key, algorithm=self.algorithm, headers=headers
+            dict(claims), self._signing_key, algorithm=self.algorithm, headers=headers
         )
         return token
 
     def decode_access_token(
-        self, token: str, *, issuer: str, audience: str, leeway: int = 0
+        self,
+        token: str,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int = 0,
+        require_caller: bool = True,
     ) -> dict[str, Any]:
-        """Verify an access token and return its claims; raise InvalidTokenError otherwise."""
+        """Verify an access token and return its claims; raise InvalidTokenError otherwise.
+
+        `require_caller=False` also accepts a token naming no user session (an OAuth
+        client_credentials token: no `sid`, no `role`).
+        """
         header = _parse_structure(token)
         if header.get("alg") != self.algorithm:
             # SECURITY: never let the token choose its algorithm ("none", HS256 with a public key).
@@ -329,6 +370,8 @@ class KeyRing:
             # python-jose reports a missing required claim with the same JWTError class as a
             # bad signature; tell them apart by checking the signature alone.
             raise InvalidTokenError(self._signature_or_claims(token, key)) from None
+        if not require_caller:
+            return claims
         try:
             caller(claims)
         except InvalidClaims:
@@ -342,6 +385,13 @@ class KeyRing:
         except (JOSEError, ValueError, TypeError, KeyError):
             return "bad_signature"
         return "bad_claims"
+
+    def signing_jwk(self) -> dict[str, Any]:
+        """The current signing key as a private JWK with its `kid`, for a library that
+        signs with it itself (Authlib's ID tokens, auth_service/oauth/server.py)."""
+        # NOTE: python-jose ships no types; to_dict returns the JWK members as a dict.
+        members: dict[str, Any] = self._signing_key.to_dict()
+        return {**members, "kid": self.kid}
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """Return the public JWK Set: current key first, then previous ones; empty for HS256."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
@@ -28,6 +28,8 @@ PASSWORD_AMR = ("pwd",)
 MFA_AMR = ("pwd", "otp")
 # The sessions list is bounded (the spec's maxItems); the newest are the ones that matter.
 MAX_LISTED_SESSIONS = 100
+# What a successful password step gives: a session's tokens, or just the user.
+_SignedIn = TypeVar("_SignedIn")
 
 
 class SessionEvents(Protocol):
@@ -129,7 +131,26 @@ class SessionService:
     def login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
         """Check the credentials and open a session; every failure looks the same."""
         with self._counted_login():
-            return self._login(email, password, client)
+            return self._login(
+                email,
+                password,
+                client,
+                lambda db, user: self._open_session(db, user, client, PASSWORD_AMR),
+            )
+
+    def authenticate(self, email: str, password: str, client: ClientInfo) -> User:
+        """The password step of another sign-in (the OAuth pages): the same checks,
+        throttle and MfaRequired as login, but no session is opened here."""
+        with self._counted_login():
+            return self._login(email, password, client, lambda db, user: user)
+
+    def authenticate_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> User:
+        """The second step of another sign-in: login_mfa without opening a session."""
+        with self._counted_login():
+            user = self._mfa.redeem(mfa_token, code, client.ip_address)
+            with self._sessions.begin() as db:
+                self._throttler.forget_address(db, user.email, client.ip_address)
+            return user
 
     def login_mfa(self, mfa_token: str, code: str, client: ClientInfo) -> TokenPair:
         """The login's second step: a TOTP or recovery code for the user of `mfa_token`."""
@@ -149,7 +170,13 @@ class SessionService:
             raise
         self._events.login("success")
 
-    def _login(self, email: str, password: str, client: ClientInfo) -> TokenPair:
+    def _login(
+        self,
+        email: str,
+        password: str,
+        client: ClientInfo,
+        signed_in: Callable[[DbSession, User], _SignedIn],
+    ) -> _SignedIn:
         email = lookup_email(email)
         self._throttler.check(email, client.ip_address)
         with self._sessions() as db:
@@ -170,7 +197,7 @@ class SessionService:
             if not user.mfa_enabled:
                 # PERF: the throttle is cleared in the session's own transaction.
                 self._throttler.forget_address(db, email, client.ip_address)
-                return self._open_session(db, user, client, PASSWORD_AMR)
+                return signed_in(db, user)
             # SECURITY: the counters are kept until the second factor is through, so
             # wrong codes add up across mfa_tokens instead of being forgiven by each
             # correct password.

@@ -64,6 +64,10 @@ def test_defaults():
         "/api/v1/auth",
         "/api/v1/users",
         "/.well-known/jwks.json",
+        "/oauth",
+        "/userinfo",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
     ]
     assert settings.redis_url is None
     # SECURITY: with Redis down a revoked session must not pass unless the operator says so.

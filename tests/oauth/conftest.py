@@ -1,4 +1,5 @@
-"""Fixtures for the OAuth tests: a headless Chromium per test, the client's redirect URI.
+"""Fixtures for the OAuth provider tests: the auth service's own (tests/auth/conftest.py),
+and for the browser tests a headless Chromium per test and the client's redirect URI.
 
 Without chromium and chromium-driver the browser tests are skipped loudly through the
 missing-server mechanism of tests/conftest.py (and fail with CI=true).
@@ -6,6 +7,8 @@ missing-server mechanism of tests/conftest.py (and fail with CI=true).
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -18,6 +21,24 @@ from browser import (
     start_receiver,
     stop_receiver,
 )
+
+_AUTH_TESTS = Path(__file__).resolve().parent.parent / "auth"
+# NOTE: tests/auth's helpers (auth_api, smtp_inbox) import each other by module name.
+sys.path.insert(0, str(_AUTH_TESTS))
+_spec = importlib.util.spec_from_file_location("auth_conftest", _AUTH_TESTS / "conftest.py")
+assert _spec is not None and _spec.loader is not None
+_auth = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_auth)
+
+contract = _auth.contract
+var_dir = _auth.var_dir
+sqlite_database = _auth.sqlite_database
+migrated_postgres = _auth.migrated_postgres
+database_url = _auth.database_url
+settings = _auth.settings
+make_client = _auth.make_client
+client = _auth.client
+api = _auth.api
 
 
 @pytest.fixture(scope="session")
