@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import sys
 import time
@@ -113,10 +112,6 @@ def stack(
             {
                 "AUTH_SERVICE_URL": auth_url,
                 "REDIS_URL": redis_url,
-                # The auth service's OAuth endpoints; which are public comes from the spec.
-                "GATEWAY_ROUTES": json.dumps(
-                    [{"prefix": "/oauth", "upstream": auth_url, "auth": "spec"}]
-                ),
                 "GATEWAY_RATE_LIMIT_KEY_PREFIX": f"test-gw:{uuid.uuid4().hex}:rl:",
                 "TRUSTED_PROXIES": "",
                 "RATE_LIMIT_AUTH": "100000/minute",
