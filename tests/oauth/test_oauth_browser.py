@@ -49,6 +49,7 @@ pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery"
 SCOPES = ["openid", "profile", "email"]
+CLIENT_NAME = "Browser test app"
 
 
 # --------------------------------------------------------------------------- the stack
@@ -136,7 +137,7 @@ def register_client(database_url: str, redirect_uri: str) -> tuple[str, str]:
                 OAuthClient(
                     client_id=client_id,
                     client_secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
-                    name="Browser test app",
+                    name=CLIENT_NAME,
                     client_type="confidential",
                     redirect_uris=[redirect_uri],
                     grant_types=["authorization_code", "refresh_token"],
@@ -218,7 +219,7 @@ class Authorization:
 
 
 def authorization(
-    stack: Stack, scopes: list[str] = SCOPES, redirect_uri: str | None = None
+    stack: Stack, scopes: list[str] = SCOPES, redirect_uri: str | None = None, pkce: bool = True
 ) -> Authorization:
     """A fresh authorization request URL (PKCE S256), as a client application builds it."""
     verifier = secrets.token_urlsafe(48)
@@ -236,6 +237,8 @@ def authorization(
         "code_challenge_method": "S256",
         "nonce": secrets.token_urlsafe(16),
     }
+    if not pkce:
+        del query["code_challenge"], query["code_challenge_method"]
     return Authorization(f"{stack.url}/oauth/authorize?{urlencode(query)}", state, verifier)
 
 
@@ -322,6 +325,7 @@ def test_sign_in_and_consent_land_on_the_redirect_uri_with_a_code_that_works(
     sign_in(browser, user.email)
     assert browser.status() == 200
     assert sorted(listed_scopes(browser)) == sorted(SCOPES)
+    assert CLIENT_NAME in browser.wait_for("body").text  # the user sees who asks
     assert not browser.has("form#mfa")
     assert receiver.arrivals == []  # nothing reaches the client before the user decides
 
@@ -469,6 +473,18 @@ def test_an_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(
     assert browser.status() == 400
     assert not browser.has("form#sign-in")
     assert_still_on_our_pages(browser, stack, receiver)
+
+
+def test_a_request_without_pkce_goes_back_to_the_client_with_an_error(
+    browser: Browser, stack: Stack, receiver: Receiver
+) -> None:
+    request = authorization(stack, pkce=False)
+    browser.open(request.url)
+    arrival = receiver.wait_for_arrival()
+    assert browser.url.startswith(stack.redirect_uri + "?"), browser.url
+    assert arrival.one("error") == "invalid_request"
+    assert arrival.one("state") == request.state
+    assert "code" not in arrival.query
 
 
 @pytest.mark.parametrize("page", ["sign-in", "error"])
