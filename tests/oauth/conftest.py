@@ -23,7 +23,10 @@ from browser import (
 )
 
 _AUTH_TESTS = Path(__file__).resolve().parent.parent / "auth"
-# NOTE: tests/auth's helpers (auth_api, smtp_inbox) import each other by module name.
+_GATEWAY_TESTS = _AUTH_TESTS.parent / "gateway"
+# NOTE: the helpers of tests/auth (auth_api, smtp_inbox) and tests/gateway
+# (gateway_support) import each other by module name.
+sys.path.insert(0, str(_GATEWAY_TESTS))
 sys.path.insert(0, str(_AUTH_TESTS))
 _spec = importlib.util.spec_from_file_location("auth_conftest", _AUTH_TESTS / "conftest.py")
 assert _spec is not None and _spec.loader is not None
