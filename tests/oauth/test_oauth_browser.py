@@ -487,13 +487,27 @@ def test_a_request_without_pkce_goes_back_to_the_client_with_an_error(
     assert "code" not in arrival.query
 
 
-@pytest.mark.parametrize("page", ["sign-in", "error"])
-def test_pages_forbid_framing_and_caching(stack: Stack, page: str) -> None:
+def page_answer(stack: Stack, page: str) -> requests.Response:
+    """One page fetched outside the browser: sign-in, a refused POST, the error page."""
+    if page == "error":
+        return requests.get(
+            authorization(stack, redirect_uri=stack.redirect_uri + "/elsewhere").url, timeout=30
+        )
+    url = authorization(stack).url
+    if page == "refused":  # no browser cookie, a made-up token: the 403 page
+        form = {"csrf_token": "forged", "email": "a@example.com", "password": PASSWORD}
+        return requests.post(url, data=form, timeout=30)
+    return requests.get(url, timeout=30)
+
+
+@pytest.mark.parametrize(("page", "status"), [("sign-in", 200), ("refused", 403), ("error", 400)])
+def test_pages_forbid_framing_and_caching(stack: Stack, page: str, status: int) -> None:
     """What a browser does not show: the headers every page carries (the pages contract)."""
-    redirect_uri = stack.redirect_uri if page == "sign-in" else stack.redirect_uri + "/elsewhere"
-    answer = requests.get(authorization(stack, redirect_uri=redirect_uri).url, timeout=30)
-    assert answer.status_code == (200 if page == "sign-in" else 400), answer.text
+    answer = page_answer(stack, page)
+    assert answer.status_code == status, answer.text
     assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    if page != "sign-in":
+        assert 'id="error"' in answer.text, answer.text  # the page, not a relayed problem
     assert "no-store" in answer.headers["Cache-Control"]
     assert answer.headers["X-Frame-Options"] == "DENY"
     policy = [d.strip() for d in answer.headers["Content-Security-Policy"].split(";")]
