@@ -101,6 +101,8 @@ def refused_as_invalid(response: Any, body: Any) -> bool:
     status = response.status_code
     if status not in (400, 422):
         return False
+    if is_oauth_protocol_refusal(response):
+        return False
     code = problem_code(response)
     if code in STATE_REFUSALS:
         return False
@@ -116,6 +118,25 @@ def refused_as_invalid(response: Any, body: Any) -> bool:
         return False
     codes = _error_codes(response)
     return not (status == 422 and codes == {"invalid-characters"})
+
+
+def is_oauth_protocol_refusal(response: Any) -> bool:
+    """An OAuth endpoint's own refusal: RFC 6749 §5.2 JSON or the authorize error page.
+
+    The protocol answers 400 to an unknown client, code or token as to a missing
+    parameter, and which parameters a grant needs is beyond JSON Schema; those verdicts
+    are tested in tests/oauth/, the schema's (NUL, lengths) still here as 422s.
+    """
+    content_type = response.headers.get("content-type", [""])
+    media_type = (content_type[0] if isinstance(content_type, list) else content_type).split(";")[0]
+    if media_type == "text/html":
+        return True
+    if media_type != "application/json":
+        return False
+    try:
+        return "error" in response.json()
+    except (ValueError, AttributeError):
+        return False
 
 
 def _error_codes(response: Any) -> set[str]:

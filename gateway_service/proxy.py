@@ -383,7 +383,7 @@ class ProxySink:
         exchange = self._deadlines.begin(target)
         try:
             if self._tracing is None:
-                self._exchange(req, resp, upstream, exchange, headers, body)
+                self._exchange(req, resp, upstream, exchange, headers, body, decision)
             else:
                 with self._tracing.call(
                     req.method, upstream.base_url, target, decision.prefix, headers
@@ -392,7 +392,7 @@ class ProxySink:
                         # NOTE: a no-op provider (OTEL_SDK_DISABLED) injects nothing for a
                         # request that came without a trace; upstreams still get one.
                         headers["traceparent"] = new_traceparent()
-                    self._exchange(req, resp, upstream, exchange, headers, body)
+                    self._exchange(req, resp, upstream, exchange, headers, body, decision)
                     self._tracing.record_status(span, resp.status_code)
         finally:
             if not isinstance(resp.stream, _Relay):
@@ -408,10 +408,11 @@ class ProxySink:
         exchange: Exchange,
         headers: dict[str, str],
         body: bytes | None,
+        decision: Decision,
     ) -> None:
         upstream_resp, length = self._send(upstream, exchange, req.method, headers, body)
         try:
-            self._relay(req, resp, upstream_resp, length, exchange)
+            self._relay(req, resp, upstream_resp, length, exchange, decision.spec_bodies)
         except _EXCHANGE_FAILURES as ex:
             _drop(upstream_resp)
             upstream.breaker.record_failure()
@@ -486,10 +487,14 @@ class ProxySink:
         upstream_resp: BaseHTTPResponse,
         length: int | None,
         exchange: Exchange,
+        spec_bodies: bool,
     ) -> None:
         status = upstream_resp.status
         upstream_headers = upstream_resp.headers
-        if status >= 400 and not _is_json(upstream_headers.get("content-type") or ""):
+        content_type = upstream_headers.get("content-type") or ""
+        # NOTE: a spec route's HTML error is a page the spec declares (the OAuth pages).
+        vouched = _is_json(content_type) or (spec_bodies and _is_html(content_type))
+        if status >= 400 and not vouched:
             # An upstream error page we cannot vouch for: never pass its body on.
             _drop(upstream_resp)
             write_problem(
@@ -634,6 +639,10 @@ def _drop(upstream_resp: BaseHTTPResponse) -> None:
     """Close the connection (a half-read body would poison the next exchange)."""
     upstream_resp.close()
     upstream_resp.release_conn()
+
+
+def _is_html(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "text/html"
 
 
 def _is_json(content_type: str) -> bool:

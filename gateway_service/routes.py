@@ -34,6 +34,9 @@ class Decision:
     fail_open: bool
     # The methods the spec declares for the path, when the request's is not one of them.
     allow: tuple[str, ...] | None = None
+    # Whether the spec vouches for this route's error bodies, HTML ones included (the
+    # OAuth sign-in pages answer 400/401/403/429 with a page, never problem+json).
+    spec_bodies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,15 @@ class RouteTable:
                 # NOTE: one bucket per operation, so a login does not eat the register budget.
                 policy = f"auth:{sensitive}"
                 rate, fail_open = self._policies["auth"]
-        return Decision(route.prefix, route.upstream, access, rate, policy, fail_open)
+        return Decision(
+            route.prefix,
+            route.upstream,
+            access,
+            rate,
+            policy,
+            fail_open,
+            spec_bodies=route.auth == "spec",
+        )
 
     def _match_prefix(self, path: str) -> RouteConfig | None:
         # SECURITY: the auth service's internal endpoints (the revocation feed) are for the

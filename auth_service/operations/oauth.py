@@ -72,6 +72,11 @@ class OAuthOperations:
         except OAuth2Error as error:
             _authorize_error(resp, self._server.handle_error_response(None, error), 302)
             return
+        except ValueError:
+            # NOTE: Authlib refuses to put non-ASCII input (an odd response_type) in an
+            # error description (RFC 6749 §5.2); such a request gets the error page.
+            pages.render(resp, 400, pages.error("The application's sign-in request is invalid."))
+            return
         oauth_request = grant.request
         request = authorization_request(oauth_request)
         browser, csrf = self._store.open_pending(request)
@@ -234,7 +239,12 @@ class OAuthOperations:
         except FormError as ex:
             _json(resp, 400, {"error": "invalid_request", "error_description": str(ex)})
             return
-        result: OAuthResponse = answer(_http_request(req, form=form))
+        try:
+            result: OAuthResponse = answer(_http_request(req, form=form))
+        except ValueError:
+            # NOTE: Authlib refuses to echo non-ASCII input in an error description.
+            _json(resp, 400, {"error": "invalid_request"})
+            return
         _json_response(resp, result)
 
     # --- userinfo and discovery ---------------------------------------------------------

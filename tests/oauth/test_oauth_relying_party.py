@@ -201,3 +201,36 @@ def test_discovery_through_the_gateway(gateway: Gateway) -> None:
         doc = requests.get(f"{gateway.url}{path}", timeout=30)
         assert doc.status_code == 200, doc.text
         assert doc.json()["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_error_pages_pass_the_gateway(gateway: Gateway, database: str, user: str) -> None:
+    """The pages' 400/401/403 are HTML the spec declares: the gateway relays them as sent."""
+    client = register_client(database)
+    rp = relying_party(gateway, client)
+    url, _ = rp.create_authorization_url(
+        f"{gateway.url}/oauth/authorize", code_verifier=uuid.uuid4().hex * 2
+    )
+    browser = requests.Session()
+    csrf = csrf_token(browser.get(url, timeout=30).text)
+    wrong = browser.post(
+        f"{gateway.url}/oauth/authorize",
+        data={"csrf_token": csrf, "email": EMAIL, "password": "not the password"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401
+    assert wrong.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert 'id="error"' in wrong.text
+    assert 'id="sign-in"' in wrong.text
+    forged = browser.post(
+        f"{gateway.url}/oauth/authorize",
+        data={"csrf_token": "forged", "email": EMAIL, "password": PASSWORD},
+        timeout=30,
+    )
+    assert forged.status_code == 403
+    assert forged.headers["X-Frame-Options"] == "DENY"
+    unknown = requests.get(
+        url.replace(client.client_id, "no-such-client"), allow_redirects=False, timeout=30
+    )
+    assert unknown.status_code == 400
+    assert "Location" not in unknown.headers
+    assert 'id="error"' in unknown.text
