@@ -27,7 +27,7 @@ from auth_service.db.models import (
 from auth_service.db.session import rows_changed
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.services.revocation import RevocationList, revoke_session
-from auth_service.services.sessions import ClientInfo
+from auth_service.services.sessions import ClientInfo, open_session_row
 
 # RFC 6749 §4.1.2 recommends at most 10 minutes; a relying party redeems at once.
 CODE_TTL = timedelta(seconds=60)
@@ -65,6 +65,17 @@ class AuthorizationRequest:
         if self.nonce is not None:
             params["nonce"] = self.nonce
         return params
+
+    def columns(self) -> dict[str, str | None]:
+        """The request as the columns a pending authorization and a code both keep."""
+        return {
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": self.scope,
+            "nonce": self.nonce,
+            "code_challenge": self.code_challenge,
+            "code_challenge_method": self.code_challenge_method,
+        }
 
 
 @dataclass(frozen=True)
@@ -132,15 +143,10 @@ class OAuthStore:
                     id=uuid.uuid4(),
                     browser_hash=token_hash(browser),
                     csrf_hash=token_hash(csrf),
-                    client_id=request.client_id,
-                    redirect_uri=request.redirect_uri,
-                    scope=request.scope,
                     state=request.state,
-                    nonce=request.nonce,
-                    code_challenge=request.code_challenge,
-                    code_challenge_method=request.code_challenge_method,
                     stage="sign_in",
                     expires_at=utcnow() + PENDING_TTL,
+                    **request.columns(),
                 )
             )
         return browser, csrf
@@ -213,16 +219,11 @@ class OAuthStore:
                 OAuthAuthorizationCode(
                     id=uuid.uuid4(),
                     code_hash=token_hash(code),
-                    client_id=request.client_id,
-                    redirect_uri=request.redirect_uri,
-                    scope=request.scope,
-                    nonce=request.nonce,
-                    code_challenge=request.code_challenge,
-                    code_challenge_method=request.code_challenge_method,
                     user_id=signed_in.user_id,
                     amr=signed_in.amr,
                     auth_time=signed_in.auth_time,
                     expires_at=utcnow() + CODE_TTL,
+                    **request.columns(),
                 )
             )
 
@@ -282,19 +283,9 @@ class OAuthStore:
             user = db.get(User, code.user_id)
             if claimed != 1 or user is None or not user.is_active:
                 return None
-            session = Session(
-                id=uuid.uuid4(),
-                user_id=user.id,
-                user_agent=client.user_agent,
-                ip_address=client.ip_address,
-                created_at=now,
-                last_used_at=now,
-                amr=code.amr,
-                client_id=code.client_id,
-                scope=code.scope,
+            session = open_session_row(
+                db, user.id, client, code.amr, client_id=code.client_id, scope=code.scope
             )
-            db.add(session)
-            db.flush()
             db.execute(
                 update(OAuthAuthorizationCode)
                 .where(OAuthAuthorizationCode.id == code.id)

@@ -12,6 +12,7 @@ import hmac
 import io
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -297,28 +298,19 @@ class MfaService:
         self, actor: User, password: str, client: ClientInfo, *, during: str
     ) -> None:
         """The current password, throttled like a login (a stolen token buys no guesses)."""
+
+        def event(event_type: EventType) -> Callable[[DbSession], None]:
+            details = {"during": during}
+            return audit.recorder(
+                event_type, actor_id=actor.id, user_id=actor.id, origin=client, details=details
+            )
+
         self._throttler.check(
-            actor.email,
-            client.ip_address,
-            audit=audit.recorder(
-                EventType.LOGIN_THROTTLED,
-                actor_id=actor.id,
-                user_id=actor.id,
-                origin=client,
-                details={"during": during},
-            ),
+            actor.email, client.ip_address, audit=event(EventType.LOGIN_THROTTLED)
         )
         if not self._hasher.verify(password, actor.hashed_password):
             self._throttler.record_failure(
-                actor.email,
-                client.ip_address,
-                audit=audit.recorder(
-                    EventType.REAUTH_FAILED,
-                    actor_id=actor.id,
-                    user_id=actor.id,
-                    origin=client,
-                    details={"during": during},
-                ),
+                actor.email, client.ip_address, audit=event(EventType.REAUTH_FAILED)
             )
             raise errors.WrongPassword("The password is wrong.", field="password")
 

@@ -232,18 +232,7 @@ class SessionService:
     def _open_session(
         self, db: DbSession, user: User, client: ClientInfo, amr: tuple[str, ...]
     ) -> TokenPair:
-        now = utcnow()
-        session = Session(
-            id=uuid.uuid4(),
-            user_id=user.id,
-            user_agent=client.user_agent,
-            ip_address=client.ip_address,
-            created_at=now,
-            last_used_at=now,
-            amr=" ".join(amr),
-        )
-        db.add(session)
-        db.flush()
+        session = open_session_row(db, user.id, client, " ".join(amr))
         refresh_token = self._add_refresh_token(db, session, client)
         audit.record(
             db,
@@ -540,3 +529,23 @@ def _signed_in_elsewhere(
         details={"amr": list(amr), "during": "oauth.authorize"},
     )
     return user
+
+
+def open_session_row(
+    db: DbSession, user_id: uuid.UUID, client: ClientInfo, amr: str, **columns: str
+) -> Session:
+    """Add a new live session (a login, or an OAuth grant with its `client_id`/`scope`)."""
+    now = utcnow()
+    session = Session(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        user_agent=client.user_agent,
+        ip_address=client.ip_address,
+        created_at=now,
+        last_used_at=now,
+        amr=amr,
+        **columns,
+    )
+    db.add(session)
+    db.flush()
+    return session
