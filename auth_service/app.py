@@ -199,7 +199,9 @@ def build_services(
         mfa=mfa,
         email_verification=email_verification,
         audit=AuditTrail(db, settings.audit_retention_days),
-        oauth_clients=OAuthClientService(db, api_scopes=settings.oauth_api_scopes),
+        oauth_clients=OAuthClientService(
+            db, api_scopes=settings.oauth_api_scopes, revocations=revocations
+        ),
         oauth_store=OAuthStore(
             db,
             revocations,

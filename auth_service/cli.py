@@ -29,6 +29,7 @@ from auth_service.services.oauth_clients import (
     OAuthClientService,
     parse_scopes,
 )
+from auth_service.services.revocation import RevocationList
 from auth_service.services.user_import import (
     FIELDS,
     FORMATS,
@@ -312,7 +313,9 @@ def create_oauth_client(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     try:
         clients = OAuthClientService(
-            make_sessionmaker(engine), api_scopes=settings.oauth_api_scopes
+            make_sessionmaker(engine),
+            api_scopes=settings.oauth_api_scopes,
+            revocations=RevocationList(settings.redis_url, settings.access_token_ttl_seconds),
         )
         issued = clients.register(args.client_type, metadata)
     except errors.InvalidClientMetadata as ex:

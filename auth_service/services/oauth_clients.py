@@ -26,6 +26,7 @@ from auth_service import errors
 from auth_service.db.models import OAuthClient, User
 from auth_service.services import audit
 from auth_service.services.audit import ClientInfo, EventType
+from auth_service.services.revocation import RevocationList, revoke_client_sessions
 
 CLIENT_TYPES = ("confidential", "public")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -90,8 +91,15 @@ def verify_client_secret(client: OAuthClient, secret: str) -> bool:
 class OAuthClientService:
     """Create, list, read, replace, delete clients and rotate secrets (admins only)."""
 
-    def __init__(self, sessions: sessionmaker[DbSession], *, api_scopes: Iterable[str]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[DbSession],
+        *,
+        api_scopes: Iterable[str],
+        revocations: RevocationList,
+    ) -> None:
         self._sessions = sessions
+        self._revocations = revocations
         self.allowed_scopes = tuple(dict.fromkeys([*OIDC_SCOPES, *api_scopes]))
 
     def create_client(
@@ -185,12 +193,17 @@ class OAuthClientService:
         return client
 
     def delete_client(self, actor: User, client_id: str, origin: ClientInfo | None = None) -> None:
-        """Delete a client (admin only): its client_id and secret stop working at once."""
+        """Delete a client (admin only): its client_id and secret stop working at once, and
+        so do the sessions its grants opened (their refresh and access tokens)."""
         _require_admin(actor)
         with self._sessions.begin() as db:
             client = _load_for_update(db, client_id)
-            _record(db, EventType.OAUTH_CLIENT_DELETED, client, actor.id, origin)
+            revoked = revoke_client_sessions(db, client.client_id)
+            _record(
+                db, EventType.OAUTH_CLIENT_DELETED, client, actor.id, origin, revoked=len(revoked)
+            )
             db.delete(client)
+        self._revocations.publish(revoked)
 
     def rotate_secret(
         self, actor: User, client_id: str, origin: ClientInfo | None = None
@@ -342,12 +355,15 @@ def _record(
     actor_id: uuid.UUID | None,
     origin: ClientInfo | None,
     fields: list[str] | None = None,
+    revoked: int | None = None,
 ) -> None:
     """One audit event per registry change, in its transaction; the names of changed
     fields only (a new secret is `client_secret`, never its value)."""
     details: dict[str, object] = {"client_id": client.client_id}
     if fields is not None:
         details["fields"] = fields
+    if revoked is not None:
+        details["sessions_revoked"] = revoked
     audit.record(db, event_type, actor_id=actor_id, origin=origin, details=details)
 
 

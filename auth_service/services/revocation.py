@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -87,6 +88,16 @@ def revoke_user_sessions(
     query = select(Session.id).where(Session.user_id == user_id, Session.revoked_at.is_(None))
     if keep is not None:
         query = query.where(Session.id != keep)
+    return _revoke_selected(db, query)
+
+
+def revoke_client_sessions(db: DbSession, client_id: str) -> list[str]:
+    """Revoke every live session an OAuth client's grants opened (the client is going)."""
+    query = select(Session.id).where(Session.client_id == client_id, Session.revoked_at.is_(None))
+    return _revoke_selected(db, query)
+
+
+def _revoke_selected(db: DbSession, query: Select[Any]) -> list[str]:
     ids = list(db.scalars(query))
     if ids:
         now = utcnow()

@@ -22,7 +22,7 @@ from oauth_support import (
 )
 
 from auth_service.db.base import utcnow
-from auth_service.db.models import OAuthAuthorizationCode, Session
+from auth_service.db.models import AuditEvent, OAuthAuthorizationCode, Session, SessionRevocation
 from auth_service.settings import Settings
 
 EMAIL = "ada@example.com"
@@ -213,3 +213,41 @@ def test_refresh_rotates_and_reuse_ends_the_session(make_client: Any, database_u
     # SECURITY: reuse means the token leaked: the newer token dies with the session.
     newer = token_request(client, {**form, "refresh_token": rotated.json["refresh_token"]})
     assert newer.json["error"] == "invalid_grant"
+
+
+def test_deleting_the_client_ends_the_sessions_of_its_grants(
+    client: testing.TestClient, api: Api, database_url: str
+) -> None:
+    api.register(EMAIL)
+    own = api.login(EMAIL)  # a first-party session of the same user, which must survive
+    registered = register_client(database_url)
+    verifier, challenge = pkce_pair()
+    code = sign_in_and_approve(client, registered, challenge)["code"][0]
+    tokens = exchange(client, registered, code, verifier).json
+    admin = {"Authorization": f"Bearer {api.admin(database_url)['access_token']}"}
+    gone = client.simulate_delete(f"/api/v1/oauth-clients/{registered.client_id}", headers=admin)
+    assert gone.status_code == 204, gone.text
+
+    info = client.simulate_get(
+        "/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert info.status_code == 401
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.connect() as connection:
+        grant = connection.execute(
+            sqlalchemy.select(Session).where(Session.client_id == registered.client_id)
+        ).one()
+        fed = connection.execute(sqlalchemy.select(SessionRevocation.session_id)).scalars().all()
+        deleted = connection.execute(
+            sqlalchemy.select(AuditEvent.details).where(
+                AuditEvent.event_type == "oauth_client.deleted"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert grant.revoked_at is not None
+    assert fed == [grant.id]  # the gateway's revocation feed learns it too
+    assert deleted == {"client_id": registered.client_id, "sessions_revoked": 1}
+    me = client.simulate_get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {own.json['access_token']}"}
+    )
+    assert me.status_code == 200
