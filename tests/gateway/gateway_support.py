@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ from process_support import (
     REPO,
     TEST_INTERNAL_API_TOKEN,
     free_port,
+    running_auth_service,
     start_gunicorn,
     stop,
     wait_http,
     wait_listeners,
 )
+from requests_toolbelt.adapters.source import SourceAddressAdapter
 
 HERE = Path(__file__).resolve().parent
 
@@ -256,6 +260,52 @@ def launch_gateway(env: dict[str, str], workers: int = 2) -> Gateway:
         stop(proc)
         raise RuntimeError(f"the gateway did not start:\n{gateway.output()[-3000:]}") from ex
     return gateway
+
+
+# The gateway's own rate limits, out of the way of tests that count something else.
+UNLIMITED = {"RATE_LIMIT_AUTH": "100000/minute", "RATE_LIMIT_DEFAULT": "100000/minute"}
+
+
+@contextlib.contextmanager
+def gateway_before_auth(
+    auth_root: Path,
+    redis_url: str | None = None,
+    *,
+    gateway_env: dict[str, str] | None = None,
+    **auth_env: Any,
+) -> Iterator[Gateway]:
+    """A real gateway (default routes) in front of a real auth service that trusts it.
+
+    Clients reach the gateway directly (it trusts no X-Forwarded-For); the auth service
+    trusts the gateway's, so it sees each client's own address. With `redis_url`, both
+    share that Redis (the gateway's rate-limit keys under a prefix of its own).
+    """
+    shared = {"REDIS_URL": redis_url} if redis_url else {}
+    with running_auth_service(
+        auth_root, TRUSTED_PROXIES="127.0.0.1/32", LOG_FORMAT="console", **shared, **auth_env
+    ) as auth_url:
+        env = {"AUTH_SERVICE_URL": auth_url, "TRUSTED_PROXIES": "", **UNLIMITED, **shared}
+        if redis_url:
+            env["GATEWAY_RATE_LIMIT_KEY_PREFIX"] = f"test-gw:{uuid.uuid4().hex}:rl:"
+        gateway = launch_gateway({**env, **(gateway_env or {})})
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+
+
+class LoopbackClient:
+    """A client of the gateway whose connections leave from one loopback address."""
+
+    def __init__(self, gateway: Gateway, source: str, user_agent: str) -> None:
+        self.base = f"{gateway.url}/api/v1"
+        self.http = requests.Session()
+        self.http.mount("http://", SourceAddressAdapter(source))
+        self.http.headers["User-Agent"] = user_agent
+
+    def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self.http.request(method, self.base + path, headers=headers, timeout=30, **kw)
 
 
 class RawUpstream(socketserver.ThreadingTCPServer):

@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-from gateway_support import Gateway, launch_gateway
-from process_support import running_auth_service
-from requests_toolbelt.adapters.source import SourceAddressAdapter
+from gateway_support import Gateway, LoopbackClient, gateway_before_auth
 
 from auth_service.db.models import AuditEvent, User
 
@@ -37,35 +35,12 @@ def auth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def front(auth_root: Path) -> Iterator[Gateway]:
     """The gateway with its default routes (no GATEWAY_ROUTES) before the auth service."""
-    with running_auth_service(
-        auth_root, TRUSTED_PROXIES="127.0.0.1/32", LOG_FORMAT="console"
-    ) as auth_url:
-        gateway = launch_gateway(
-            {
-                "AUTH_SERVICE_URL": auth_url,
-                "TRUSTED_PROXIES": "",
-                "RATE_LIMIT_AUTH": "100000/minute",
-                "RATE_LIMIT_DEFAULT": "100000/minute",
-            }
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_before_auth(auth_root) as gateway:
+        yield gateway
 
 
-class Client:
-    """A client of the gateway whose connections leave from one loopback address."""
-
-    def __init__(self, gateway: Gateway, source: str, user_agent: str) -> None:
-        self.base = f"{gateway.url}/api/v1"
-        self.http = requests.Session()
-        self.http.mount("http://", SourceAddressAdapter(source))
-        self.http.headers["User-Agent"] = user_agent
-
-    def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, self.base + path, headers=headers, timeout=30, **kw)
+class Client(LoopbackClient):
+    """A loopback client that logs in and makes accounts."""
 
     def login(self, email: str, password: str = PASSWORD) -> requests.Response:
         return self.call("POST", "/auth/login", json={"email": email, "password": password})

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-from gateway_support import Gateway, launch_gateway
-from process_support import running_auth_service
+from gateway_support import Gateway, gateway_before_auth
 
 from auth_service.db.models import OAuthClient, User
 
@@ -32,22 +31,8 @@ def auth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def front(auth_root: Path, redis_url: str) -> Iterator[Gateway]:
-    with running_auth_service(
-        auth_root, REDIS_URL=redis_url, LOG_FORMAT="console", OAUTH_API_SCOPES="invoices:read"
-    ) as auth_url:
-        gateway = launch_gateway(
-            {
-                "AUTH_SERVICE_URL": auth_url,
-                "REDIS_URL": redis_url,
-                "GATEWAY_RATE_LIMIT_KEY_PREFIX": f"test-gw:{uuid.uuid4().hex}:rl:",
-                "RATE_LIMIT_AUTH": "100000/minute",
-                "RATE_LIMIT_DEFAULT": "100000/minute",
-            }
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_before_auth(auth_root, redis_url, OAUTH_API_SCOPES="invoices:read") as gateway:
+        yield gateway
 
 
 def call(front: Gateway, method: str, path: str, token: str | None = None, **kw: Any) -> Any:

@@ -13,16 +13,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyotp
 import pytest
 import requests
 import sqlalchemy
-from gateway_support import Gateway, launch_gateway
+from gateway_support import Gateway, LoopbackClient, gateway_before_auth
 from jose import jwt
-from process_support import running_auth_service
-from requests_toolbelt.adapters.source import SourceAddressAdapter
 
 from auth_service.db.models import User
 
@@ -41,41 +38,12 @@ def auth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def front(auth_root: Path, redis_url: str) -> Iterator[Gateway]:
     """The gateway (default routes) in front of the auth service; both on one Redis."""
-    with running_auth_service(
-        auth_root,
-        workers=2,
-        REDIS_URL=redis_url,
-        TRUSTED_PROXIES="127.0.0.1/32",
-        LOG_FORMAT="console",
-    ) as auth_url:
-        gateway = launch_gateway(
-            {
-                "AUTH_SERVICE_URL": auth_url,
-                "REDIS_URL": redis_url,
-                "GATEWAY_RATE_LIMIT_KEY_PREFIX": f"test-gw:{uuid.uuid4().hex}:rl:",
-                "TRUSTED_PROXIES": "",
-                "RATE_LIMIT_AUTH": "100000/minute",
-                "RATE_LIMIT_DEFAULT": "100000/minute",
-            }
-        )
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_before_auth(auth_root, redis_url, workers=2) as gateway:
+        yield gateway
 
 
-class Client:
-    """A client of the gateway whose connections leave from one loopback address."""
-
-    def __init__(self, gateway: Gateway, source: str, user_agent: str) -> None:
-        self.base = f"{gateway.url}/api/v1"
-        self.http = requests.Session()
-        self.http.mount("http://", SourceAddressAdapter(source))
-        self.http.headers["User-Agent"] = user_agent
-
-    def call(self, method: str, path: str, token: str | None = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, self.base + path, headers=headers, timeout=30, **kw)
+class Client(LoopbackClient):
+    """A loopback client that logs in."""
 
     def login(self, email: str, password: str = PASSWORD) -> requests.Response:
         return self.call("POST", "/auth/login", json={"email": email, "password": password})

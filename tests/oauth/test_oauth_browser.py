@@ -37,13 +37,13 @@ import requests
 import sqlalchemy
 from browser import Browser, Receiver, start_browser
 from jose import jwt
-from process_support import REPO, running_auth_service
+from process_support import REPO
 from sqlalchemy.orm import Session as DbSession
 
 from auth_service.db.models import OAuthClient
 
 sys.path.insert(0, str(REPO / "tests" / "gateway"))  # the gateway launcher of its tests
-from gateway_support import Gateway, launch_gateway
+from gateway_support import Gateway, gateway_before_auth
 
 pytestmark = pytest.mark.slow
 
@@ -101,29 +101,9 @@ def stack(
 ) -> Iterator[Stack]:
     """Auth service (two workers) and gateway under gunicorn, with one registered client."""
     root = tmp_path_factory.mktemp("oauth-browser")
-    with running_auth_service(
-        root,
-        workers=2,
-        DATABASE_URL=oauth_database,
-        REDIS_URL=redis_url,
-        TRUSTED_PROXIES="127.0.0.1/32",
-        LOG_FORMAT="console",
-    ) as auth_url:
-        gateway = launch_gateway(
-            {
-                "AUTH_SERVICE_URL": auth_url,
-                "REDIS_URL": redis_url,
-                "GATEWAY_RATE_LIMIT_KEY_PREFIX": f"test-gw:{uuid.uuid4().hex}:rl:",
-                "TRUSTED_PROXIES": "",
-                "RATE_LIMIT_AUTH": "100000/minute",
-                "RATE_LIMIT_DEFAULT": "100000/minute",
-            }
-        )
-        try:
-            client_id, secret = register_client(oauth_database, receiver.redirect_uri)
-            yield Stack(gateway, client_id, secret, receiver.redirect_uri)
-        finally:
-            gateway.stop()
+    with gateway_before_auth(root, redis_url, workers=2, DATABASE_URL=oauth_database) as gateway:
+        client_id, secret = register_client(oauth_database, receiver.redirect_uri)
+        yield Stack(gateway, client_id, secret, receiver.redirect_uri)
 
 
 def register_client(database_url: str, redirect_uri: str) -> tuple[str, str]:

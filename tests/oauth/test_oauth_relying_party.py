@@ -15,10 +15,9 @@ import pytest
 import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
-from gateway_support import Gateway, launch_gateway
+from gateway_support import Gateway, gateway_before_auth
 from jose import jwt
 from oauth_support import REDIRECT_URI, RegisteredClient, csrf_token, register_client
-from process_support import running_auth_service
 
 pytestmark = pytest.mark.slow
 
@@ -35,26 +34,8 @@ def auth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def gateway(auth_root: Path, redis_url: str) -> Iterator[Gateway]:
     """The gateway (default routes) in front of the auth service, one Redis."""
-    with running_auth_service(
-        auth_root,
-        REDIS_URL=redis_url,
-        REFRESH_REUSE_GRACE_SECONDS="0",
-        TRUSTED_PROXIES="127.0.0.1/32",
-        LOG_FORMAT="console",
-    ) as auth_url:
-        front = launch_gateway(
-            {
-                "AUTH_SERVICE_URL": auth_url,
-                "REDIS_URL": redis_url,
-                "GATEWAY_RATE_LIMIT_KEY_PREFIX": f"test-gw:{uuid.uuid4().hex}:rl:",
-                "RATE_LIMIT_AUTH": "100000/minute",
-                "RATE_LIMIT_DEFAULT": "100000/minute",
-            }
-        )
-        try:
-            yield front
-        finally:
-            front.stop()
+    with gateway_before_auth(auth_root, redis_url, REFRESH_REUSE_GRACE_SECONDS="0") as front:
+        yield front
 
 
 @pytest.fixture(scope="module")
