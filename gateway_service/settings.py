@@ -237,8 +237,13 @@ class Settings:
         auth_url = _check_url(env.text("AUTH_SERVICE_URL", d.auth_service_url), "AUTH_SERVICE_URL")
         routes = list(default_routes(auth_url))
         for extra in _routes(env, "GATEWAY_ROUTES"):
-            # NOTE: a configured prefix replaces a default one with the same prefix.
-            routes = [r for r in routes if r.prefix != extra.prefix] + [extra]
+            # NOTE: a configured prefix replaces a default one with the same prefix, in its
+            # place: an upstream is named (metrics, readiness) by its first route's prefix,
+            # and that name must not change when a default route is added.
+            if any(r.prefix == extra.prefix for r in routes):
+                routes = [extra if r.prefix == extra.prefix else r for r in routes]
+            else:
+                routes.append(extra)
         return cls(
             port=env.integer("GATEWAY_PORT", d.port, minimum=1, maximum=65535),
             auth_service_url=auth_url,
