@@ -412,7 +412,7 @@ def test_every_registry_change_is_audited_without_the_secret(
         ("oauth_client.created", {"client_id": client_id}),
         ("oauth_client.updated", {"client_id": client_id, "fields": ["name", "scopes"]}),
         ("oauth_client.updated", {"client_id": client_id, "fields": ["client_secret"]}),
-        ("oauth_client.deleted", {"client_id": client_id}),
+        ("oauth_client.deleted", {"client_id": client_id, "sessions_revoked": 0}),
     ]
     assert {e.actor_id for e in events} == {admin_id}
     stored_text = str([tuple(e) for e in events])
