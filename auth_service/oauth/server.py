@@ -26,6 +26,7 @@ from auth_service.db.models import OAuthAuthorizationCode, OAuthClient, RefreshT
 from auth_service.oauth.store import AuthorizationRequest, GrantedSession, OAuthStore
 from auth_service.security.opaque import new_token, token_hash
 from auth_service.security.tokens import InvalidTokenError, KeyRing
+from auth_service.services.oauth_clients import redirect_uri_registered
 from auth_service.services.sessions import ClientInfo
 
 STANDARD_SCOPES = ("openid", "profile", "email", "offline_access")
@@ -148,8 +149,8 @@ class Client(rfc6749.ClientMixin):  # type: ignore[misc]
         return " ".join(dict.fromkeys(requested))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        # SECURITY: exact string match (RFC 9700 §2.1): no prefix or pattern matching.
-        return redirect_uri in self.row.redirect_uris
+        # SECURITY: exact match, a loopback port aside (services/oauth_clients.py).
+        return redirect_uri_registered(self.row.redirect_uris, redirect_uri)
 
     def check_client_secret(self, client_secret: str) -> bool:
         stored = self.row.client_secret_hash

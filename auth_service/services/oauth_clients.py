@@ -229,6 +229,35 @@ class OAuthClientService:
         return IssuedClient(client, secret)
 
 
+# RFC 8252 §7.3: a native app listens on a port the OS gives it at run time, so for a
+# loopback IP literal the port is the one part of a redirect URI that may differ.
+LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+
+
+def redirect_uri_registered(registered: Iterable[str], requested: str) -> bool:
+    """Whether `requested` is one of the registered redirect URIs.
+
+    SECURITY: an exact string match (RFC 9700 §2.1), except that an `http` redirect to a
+    loopback IP literal registered without a port matches that URI with any port (RFC
+    8252 §7.3); scheme, host, path and query still match exactly. Not for `localhost`,
+    which a hostile resolver could point elsewhere (RFC 8252 §8.3).
+    """
+    uris = set(registered)
+    if requested in uris:
+        return True
+    try:
+        parts = urlsplit(requested)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_IPS or port is None:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if parts.netloc != f"{host}:{port}":  # no user info, one spelling of the address
+        return False
+    return parts._replace(netloc=host).geturl() in uris
+
+
 def check_metadata(
     client_type: str, metadata: ClientMetadata, allowed_scopes: Iterable[str]
 ) -> None:

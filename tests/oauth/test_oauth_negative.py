@@ -26,6 +26,8 @@ from test_oauth_flow import EMAIL, Browser, exchange, sign_in_and_approve, token
 
 from auth_service.db.models import AuditEvent, TotpCredential
 
+NATIVE = "http://127.0.0.1/callback"
+
 
 def redirect_params(result: testing.Result) -> dict[str, list[str]]:
     assert result.status_code in (302, 303), result.text
@@ -302,3 +304,63 @@ def test_a_sign_in_on_the_pages_is_audited(
         )
     ]
     assert events == [("login.succeeded", {"amr": ["pwd"], "during": "oauth.authorize"})]
+
+
+def test_a_loopback_redirect_may_name_any_port(
+    client: testing.TestClient, api: Api, database_url: str
+) -> None:
+    """RFC 8252 §7.3: a native app registers http://127.0.0.1/callback and listens on the
+    port the OS gives it; everything but that port still matches exactly."""
+    api.register(EMAIL)
+    registered = register_client(database_url, client_type="public", redirect_uris=(NATIVE,))
+    verifier, challenge = pkce_pair()
+    for refused in (
+        "http://127.0.0.1:54321/other",
+        "http://user@127.0.0.1:54321/callback",
+        "https://127.0.0.1:54321/callback",
+        "http://127.0.0.2:54321/callback",
+    ):
+        page = Browser(client).get(
+            authorize_query(registered.client_id, challenge, redirect_uri=refused)
+        )
+        assert page.status_code == 400, refused
+        assert "location" not in page.headers
+    redirect_uri = "http://127.0.0.1:54321/callback"
+    browser = Browser(client)
+    page = browser.get(authorize_query(registered.client_id, challenge, redirect_uri=redirect_uri))
+    assert page.status_code == 200, page.text
+    csrf = csrf_token(page.text)
+    assert (
+        browser.post({"csrf_token": csrf, "email": EMAIL, "password": PASSWORD}).status_code == 200
+    )
+    done = browser.post({"csrf_token": csrf, "decision": "approve"})
+    assert done.status_code == 303
+    location = urllib.parse.urlsplit(done.headers["location"])
+    assert (location.netloc, location.path) == ("127.0.0.1:54321", "/callback")
+    code = urllib.parse.parse_qs(location.query)["code"][0]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "client_id": registered.client_id,
+    }
+    # The token request must name the redirect URI the code was issued for, port included.
+    wrong = token_request(client, {**form, "redirect_uri": NATIVE})
+    assert wrong.status_code == 400 and wrong.json["error"] == "invalid_grant"
+    tokens = token_request(client, {**form, "redirect_uri": redirect_uri})
+    assert tokens.status_code == 200, tokens.text
+
+
+def test_localhost_gets_no_port_leeway(
+    client: testing.TestClient, api: Api, database_url: str
+) -> None:
+    """Only IP literals: `localhost` could resolve elsewhere (RFC 8252 §8.3)."""
+    registered = register_client(database_url, redirect_uris=("http://localhost/callback",))
+    _, challenge = pkce_pair()
+    page = Browser(client).get(
+        authorize_query(
+            registered.client_id, challenge, redirect_uri="http://localhost:54321/callback"
+        )
+    )
+    assert page.status_code == 400
+    assert "location" not in page.headers
