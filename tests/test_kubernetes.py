@@ -54,12 +54,20 @@ def _of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
+def _job_spec(o: dict[str, Any]) -> dict[str, Any]:
+    """The Job spec of a Job or of a CronJob's template."""
+    return o["spec"]["jobTemplate"]["spec"] if o["kind"] == "CronJob" else o["spec"]
+
+
 def _pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
-        for o in objects
-        if o["kind"] in ("Deployment", "Job")
-    }
+    specs = {}
+    for o in objects:
+        owner = f"{o['kind']}/{o['metadata']['name']}"
+        if o["kind"] == "Deployment":
+            specs[owner] = o["spec"]["template"]["spec"]
+        elif o["kind"] in ("Job", "CronJob"):
+            specs[owner] = _job_spec(o)["template"]["spec"]
+    return specs
 
 
 def test_every_object_is_valid_kubernetes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
@@ -89,7 +97,10 @@ def test_every_container_has_probes_limits_and_runs_locked_down(
 ) -> None:
     overlay, objects = rendered
     pods = _pod_specs(objects)
-    assert len(pods) == 3, f"{overlay}: want 2 Deployments and the migration Job, got {pods}"
+    assert len(pods) == 4, (
+        f"{overlay}: want 2 Deployments, the migration Job and the prune-audit CronJob, "
+        f"got {sorted(pods)}"
+    )
     for owner, pod in pods.items():
         assert pod.get("automountServiceAccountToken") is False, f"{owner} mounts an API token"
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -102,9 +113,9 @@ def test_every_container_has_probes_limits_and_runs_locked_down(
             assert security.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: caps"
             limits = container.get("resources", {}).get("limits", {})
             assert {"cpu", "memory"} <= set(limits), f"{where}: limits {limits}"
-            if owner.startswith("Job/"):
+            if owner.startswith(("Job/", "CronJob/")):
                 # A Job has no server to probe; its deadline bounds a hung run instead.
-                assert objects_by_id(objects)[owner]["spec"]["activeDeadlineSeconds"] > 0
+                assert _job_spec(objects_by_id(objects)[owner])["activeDeadlineSeconds"] > 0
                 continue
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", where
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", where
@@ -217,3 +228,16 @@ def test_environment_passes_the_settings(
 
     settings = import_module(settings_module)
     settings.Settings.from_env(_container_env(objects, container))
+
+
+def test_the_audit_trail_is_pruned_daily_one_run_at_a_time(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    overlay, objects = rendered
+    job = _of_kind(objects, "CronJob")["authgate-prune-audit"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid", overlay
+    minute, hour, *every = job["spec"]["schedule"].split()
+    assert every == ["*", "*", "*"] and minute.isdigit() and hour.isdigit(), overlay
+    (container,) = _job_spec(job)["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "auth_service.cli", "prune-audit"]
+    assert {"secretRef": {"name": "authgate-database"}} in container["envFrom"]
