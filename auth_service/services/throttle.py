@@ -82,13 +82,15 @@ def clear_account(db: DbSession, email: str) -> None:
     """Forget every counter of an email (all addresses and the ceiling), in the caller's
     transaction: a completed password reset or an admin unlock."""
     # NOTE: the ceiling row is locked first, as record_failure locks it: one lock order,
-    # so a reset during a stream of failures cannot deadlock on PostgreSQL.
+    # so a reset during a stream of failures cannot deadlock on PostgreSQL. It is upserted,
+    # not selected FOR UPDATE: when it is absent a select locks nothing, and a failure
+    # inserting it meanwhile would then hold it while this DELETE holds an address row.
+    account = account_key(email)
+    row = {"key_hash": ceiling_key(email), "account_hash": account, "failures": 0}
     db.execute(
-        select(LoginThrottle.key_hash)
-        .where(LoginThrottle.key_hash == ceiling_key(email))
-        .with_for_update()
+        insert_or_lock(db, LoginThrottle, {**row, "window_started_at": utcnow()}, "key_hash")
     )
-    db.execute(delete(LoginThrottle).where(LoginThrottle.account_hash == account_key(email)))
+    db.execute(delete(LoginThrottle).where(LoginThrottle.account_hash == account))
 
 
 class LoginThrottler:

@@ -114,8 +114,18 @@ class Browser:
         """
         page = self.driver.find_element(By.TAG_NAME, "html")
         self.wait_for(css).click()
+
+        def left(_: object) -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                # NOTE: stale, or, as Chromium sometimes says of a node of a replaced
+                # document, "does not belong to the document": either way it is gone.
+                return True
+            return False
+
         try:
-            WebDriverWait(self.driver, WAIT_SECONDS).until(expected_conditions.staleness_of(page))
+            WebDriverWait(self.driver, WAIT_SECONDS).until(left)
         except TimeoutException:
             raise AssertionError(f"clicking {css!r} on {self.url} loaded no new page") from None
         WebDriverWait(self.driver, WAIT_SECONDS).until(
